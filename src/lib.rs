@@ -7,8 +7,30 @@
 //! PostgreSQL. Pipelines are YAML files (`pipelines/`).
 //!
 //! # Layout
-//! The engine is being built module by module; this crate currently holds
-//! only the version banner shown by the binary.
+//! - [`config`]: pipeline files: strict parsing, `${VAR}` interpolation,
+//!   validation that reports every problem with its path.
+//! - [`decode`]: Debezium records (JSON, with or without schema,
+//!   flattened or not) to typed rows, exactly; bad records to errors with
+//!   a reason.
+//! - [`dead_letter`]: undecodable records to the dead-letter topic, with
+//!   the reason and origin in headers.
+//! - [`metrics`]: metric names, the Prometheus recorder, `/metrics` and
+//!   `/health`.
+//! - [`row`]: a decoded row change, as the detectors see it.
+//! - [`run`]: `vigil run`: pipelines side by side, started and stopped in
+//!   order.
+//! - [`source`]: the Kafka consumer, its poll thread and one supervised
+//!   actor per assigned partition; offsets committed only when durable.
+//! - [`time`]: event time (µs since the epoch, UTC) and its ISO-8601 form.
+
+pub mod config;
+pub mod dead_letter;
+pub mod decode;
+pub mod metrics;
+pub mod row;
+pub mod run;
+pub mod source;
+pub mod time;
 
 /// The version of this build, as shown by `vigil --version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

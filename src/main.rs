@@ -1,12 +1,128 @@
-//! The `vigil` binary. Thin: parse arguments, call the library.
+//! The `vigil` binary. Thin: parse arguments, set up logging, call the
+//! library.
+//!
+//! Logs (tracing, filtered by `RUST_LOG`, default `info`) go to stderr;
+//! command output goes to stdout, problems to stderr.
 
-fn main() {
-    let arg = std::env::args().nth(1);
-    match arg.as_deref() {
-        Some("--version") | Some("-V") => println!("vigil {}", vigil::VERSION),
-        _ => {
-            eprintln!("vigil {}: no commands yet; see README.md", vigil::VERSION);
-            std::process::exit(2);
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Actor-based stream processing for Debezium change streams.
+#[derive(Debug, Parser)]
+#[command(name = "vigil", version = vigil::VERSION)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check pipeline files without connecting to anything: syntax, unknown
+    /// keys, values and cross-field rules, with `${VAR}` taken from the
+    /// environment. Prints every problem; exits 1 if any file has one.
+    Validate {
+        /// Pipeline files (YAML), e.g. pipelines/*.yaml.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Run pipelines side by side in this process: each streaming pipeline
+    /// joins its consumer group; SIGINT/SIGTERM drain, commit and stop.
+    Run {
+        /// Pipeline files (YAML). Every file is validated before anything
+        /// starts; one bad file refuses the whole start.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Address of /metrics (Prometheus) and /health.
+        #[arg(long, env = "VIGIL_METRICS_ADDR", default_value = "127.0.0.1:9898")]
+        metrics_addr: SocketAddr,
+        /// Worker threads for partition actors (default: one per core).
+        #[arg(long, env = "VIGIL_WORKERS")]
+        workers: Option<usize>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Validate { files } => validate(&files),
+        Command::Run {
+            files,
+            metrics_addr,
+            workers,
+        } => run(&files, metrics_addr, workers),
+    }
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(files: &[PathBuf], metrics_addr: SocketAddr, workers: Option<usize>) -> ExitCode {
+    let mut pipelines = Vec::new();
+    let mut refused = false;
+    for file in files {
+        match vigil::config::load(file) {
+            Ok(pipeline) => pipelines.push(pipeline),
+            Err(err) => {
+                refused = true;
+                eprintln!("{err}");
+            }
         }
+    }
+    if refused {
+        eprintln!("not started: fix the pipeline files above (vigil validate FILE...)");
+        return ExitCode::FAILURE;
+    }
+    let workers =
+        workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    match vigil::run::run(
+        pipelines,
+        vigil::run::RunOptions {
+            metrics_addr,
+            workers,
+        },
+    ) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `ok   FILE (pipeline NAME)` on stdout per good file, every problem of
+/// the others on stderr; exit 1 if any file has a problem.
+fn validate(files: &[PathBuf]) -> ExitCode {
+    let mut failed = 0usize;
+    for file in files {
+        match vigil::config::load(file) {
+            Ok(pipeline) => {
+                tracing::debug!(file = %file.display(), detectors = pipeline.detectors.len(), "pipeline is valid");
+                println!("ok   {} (pipeline {})", file.display(), pipeline.name);
+            }
+            Err(err) => {
+                failed += 1;
+                eprintln!("{err}");
+            }
+        }
+    }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "{failed} of {} pipeline file{} refused",
+            files.len(),
+            if files.len() == 1 { "" } else { "s" }
+        );
+        ExitCode::FAILURE
     }
 }

@@ -25,39 +25,6 @@ fn field<'a>(schema: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("schema has no field {name}: {schema}"))
 }
 
-/// Big-endian two's-complement bytes of an unscaled decimal, base64, as
-/// Connect's `Decimal` logical type writes them.
-fn connect_decimal(unscaled: i64) -> String {
-    let bytes = unscaled.to_be_bytes();
-    // Minimal length that keeps the sign: drop redundant leading bytes.
-    let mut start = 0;
-    while start < 7 {
-        let (b, next) = (bytes[start], bytes[start + 1]);
-        if (b == 0x00 && next & 0x80 == 0) || (b == 0xff && next & 0x80 != 0) {
-            start += 1;
-        } else {
-            break;
-        }
-    }
-    base64(&bytes[start..])
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().fold(0u32, |acc, &b| (acc << 8) | b as u32) << (8 * (3 - chunk.len()));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// Keeps a captured record as `NAME.key.json` and `NAME.value.json`, the
 /// bytes exactly as Kafka carried them (a tombstone has no value file).
 /// Without VIGIL_UPDATE_FIXTURES, checks that the kept fixture still has the

@@ -108,16 +108,40 @@ pub struct Record {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 impl Record {
     fn from_message(m: &BorrowedMessage<'_>) -> Self {
+        use rdkafka::message::Headers;
+        let headers = m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         Record {
             partition: m.partition(),
             offset: m.offset(),
             key: m.key().map(<[u8]>::to_vec),
             value: m.payload().map(<[u8]>::to_vec),
+            headers,
         }
+    }
+
+    /// The value of header `name`, as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
     }
 
     pub fn key_json(&self) -> serde_json::Value {
@@ -207,4 +231,165 @@ pub fn murmur2(data: &[u8]) -> i32 {
 /// The partition Kafka's default partitioner gives a keyed record.
 pub fn kafka_partition(key: &[u8], partitions: usize) -> i32 {
     ((murmur2(key) & 0x7fff_ffff) as usize % partitions) as i32
+}
+
+/// Creates a topic with `partitions` partitions (replication 1).
+pub async fn create_topic(name: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create()
+        .expect("admin client");
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let results = admin
+        .create_topics(
+            &[topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "Kafka at {} is required (scripts/stack up): {e}",
+                kafka_brokers()
+            )
+        });
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+    }
+    // Metadata reaches every client shortly after creation.
+    partitions_wait(name, partitions).await;
+}
+
+async fn partitions_wait(topic: &str, expected: i32) {
+    for _ in 0..100 {
+        if partitions(topic, Duration::ZERO).is_ok_and(|p| p.len() as i32 == expected) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("topic {topic} did not show {expected} partitions");
+}
+
+/// A producer for test records, keyed records go where Kafka's default
+/// partitioner puts them (as Connect's producer does).
+pub fn producer() -> rdkafka::producer::FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer")
+}
+
+/// Sends one record and waits for the broker's acknowledgement.
+pub async fn send(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    partition: Option<i32>,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) {
+    let mut record: rdkafka::producer::FutureRecord<'_, [u8], [u8]> =
+        rdkafka::producer::FutureRecord::to(topic);
+    if let Some(p) = partition {
+        record = record.partition(p);
+    }
+    if let Some(k) = key {
+        record = record.key(k);
+    }
+    if let Some(v) = value {
+        record = record.payload(v);
+    }
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
+}
+
+/// The offsets group `group` has committed on `topic`'s partitions.
+pub fn committed(group: &str, topic: &str) -> HashMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions(topic, Duration::ZERO).expect("topic") {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A real Debezium create envelope (captured from the stack's connector)
+/// with its user, id and amount replaced: the shape vigil must decode.
+pub fn transaction_envelope(user_id: i64, id: i64, amount_cents: i64) -> (Vec<u8>, Vec<u8>) {
+    const VALUE: &str = include_str!("../fixtures/debezium/transactions-create.value.json");
+    const KEY: &str = include_str!("../fixtures/debezium/transactions-create.key.json");
+    #[derive(serde::Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        schema: &'a serde_json::value::RawValue,
+        payload: serde_json::Value,
+    }
+    // Schema block kept byte for byte, first, compact: exactly how
+    // Connect's JsonConverter writes every record of a table version.
+    let write = |text: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut envelope: Envelope<'_> = serde_json::from_str(text).expect("fixture");
+        edit(&mut envelope.payload);
+        let payload = serde_json::to_string(&envelope.payload).expect("json");
+        format!(
+            "{{\"schema\":{},\"payload\":{payload}}}",
+            envelope.schema.get()
+        )
+        .into_bytes()
+    };
+    let value = write(VALUE, &|p| {
+        p["after"]["user_id"] = user_id.into();
+        p["after"]["id"] = id.into();
+        p["after"]["amount"] = connect_decimal(amount_cents).into();
+    });
+    let key = write(KEY, &|p| p["user_id"] = user_id.into());
+    (key, value)
+}
+
+/// Big-endian two's-complement bytes of an unscaled decimal, base64, as
+/// Connect's `Decimal` logical type writes them.
+pub fn connect_decimal(unscaled: i64) -> String {
+    let bytes = unscaled.to_be_bytes();
+    let mut start = 0;
+    while start < 7 {
+        let (b, next) = (bytes[start], bytes[start + 1]);
+        if (b == 0x00 && next & 0x80 == 0) || (b == 0xff && next & 0x80 != 0) {
+            start += 1;
+        } else {
+            break;
+        }
+    }
+    base64(&bytes[start..])
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().fold(0u32, |acc, &b| (acc << 8) | b as u32) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }

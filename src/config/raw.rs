@@ -1,0 +1,200 @@
+//! The pipeline file as written: serde structs that mirror the YAML keys,
+//! strict (`deny_unknown_fields`), with each value's location kept
+//! (`Spanned`) so validation can point at it.
+//!
+//! Deliberately no rules here beyond the shape of the file: defaults,
+//! ranges and cross-field checks live in `validate.rs`, which turns these
+//! into the typed structs of `config`. Numbers that must be exact
+//! (decimals) and durations are kept as their source text and parsed there,
+//! so every bad value in a file is reported at once.
+//!
+//! Detectors are one struct holding the fields of every detector type
+//! instead of an enum tagged on `type`: serde buffers internally tagged
+//! enums, which (with serde-saphyr 2.2) loses every location inside a
+//! detector, and errors then point at the detector's first line instead of
+//! the misspelled key. Which fields belong to which type is checked in
+//! `validate.rs`, with the location of the offending key.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::{DecimalHandling, SchemaMode, StartFrom};
+use crate::row::Op;
+
+/// A value and where it was written.
+pub(super) type S<T> = Spanned<T>;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPipeline {
+    /// Pipeline name, labels metrics. Required.
+    pub name: S<String>,
+    /// Where rows come from. Required.
+    pub source: S<RawSource>,
+    /// How records are encoded. Required (`type`).
+    pub format: S<RawFormat>,
+    /// Which columns and ops the detectors read. Required.
+    pub rows: S<RawRows>,
+    /// The detectors, at least one. Required.
+    pub detectors: S<Vec<S<RawDetector>>>,
+    /// Where alerts and bad records go. Required.
+    pub sink: S<RawSink>,
+}
+
+/// `source:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSource {
+    /// Kafka bootstrap servers, comma-separated. Required.
+    pub brokers: S<String>,
+    /// Topics to read, at least one. Required.
+    pub topics: S<Vec<S<String>>>,
+    /// Consumer group id. Required.
+    pub group: S<String>,
+    /// `earliest` | `latest`. Default `earliest`.
+    pub start_from: Option<S<StartFrom>>,
+    /// librdkafka properties; scalars kept as their text. Default none.
+    pub properties: Option<BTreeMap<String, S<String>>>,
+}
+
+/// `format:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFormat {
+    /// Only `debezium-json`. Required. A string, so other values get a
+    /// message explaining what vigil reads.
+    #[serde(rename = "type")]
+    pub kind: S<String>,
+    /// `auto` | `enabled` | `disabled`. Default `auto`.
+    pub schemas: Option<S<SchemaMode>>,
+    /// `precise` | `string` | `double`. Default `precise`.
+    pub decimals: Option<S<DecimalHandling>>,
+    /// Column -> scale, for precise decimals without a schema. Default none.
+    pub decimal_scales: Option<S<BTreeMap<String, S<u32>>>>,
+}
+
+/// `rows:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRows {
+    /// Routing key column. Required.
+    pub key: S<String>,
+    /// A column, or `source.ts_ms`. Required.
+    pub event_time: S<String>,
+    /// Default `[id]`.
+    pub primary_key: Option<S<Vec<S<String>>>>,
+    /// Default `[c]`.
+    pub ops: Option<S<Vec<S<Op>>>>,
+    /// Default `[r]`.
+    pub warm_ops: Option<S<Vec<S<Op>>>>,
+}
+
+/// The closed set of detector types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum DetectorType {
+    SpendAnomaly,
+    VelocityScore,
+}
+
+impl DetectorType {
+    /// As written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DetectorType::SpendAnomaly => "spend_anomaly",
+            DetectorType::VelocityScore => "velocity_score",
+        }
+    }
+
+    /// The keys a detector of this type accepts (besides `type`).
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            DetectorType::SpendAnomaly => &[
+                "name",
+                "amount",
+                "history",
+                "min_history",
+                "factor",
+                "min_amount",
+            ],
+            DetectorType::VelocityScore => &[
+                "name",
+                "amount",
+                "velocity",
+                "high_amount",
+                "alert_above",
+                "allowed_lateness",
+                "idle_timeout",
+            ],
+        }
+    }
+}
+
+/// One entry of `detectors:`; the union of every type's fields (see the
+/// module doc for why).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDetector {
+    /// `spend_anomaly` | `velocity_score`. Required.
+    #[serde(rename = "type")]
+    pub kind: S<DetectorType>,
+    /// Default: the type with `_` -> `-`.
+    pub name: Option<S<String>>,
+    /// Amount column. Default `amount`.
+    pub amount: Option<S<String>>,
+    // spend_anomaly
+    /// Amounts remembered per user. Default 50.
+    pub history: Option<S<usize>>,
+    /// Amounts needed before judging. Default 3.
+    pub min_history: Option<S<usize>>,
+    /// Decimal text. Default 3.0.
+    pub factor: Option<S<String>>,
+    /// Decimal text. Default 500.
+    pub min_amount: Option<S<String>>,
+    // velocity_score
+    /// Count rule. See `validate.rs` for the section defaults.
+    pub velocity: Option<S<RawVelocity>>,
+    /// Amount rule.
+    pub high_amount: Option<S<RawHighAmount>>,
+    /// Score threshold. Default 70.
+    pub alert_above: Option<S<u32>>,
+    /// Duration text. Default `0s`.
+    pub allowed_lateness: Option<S<String>>,
+    /// Duration text. Default: none.
+    pub idle_timeout: Option<S<String>>,
+}
+
+/// `velocity:` of a velocity_score detector.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVelocity {
+    /// Duration text. Default `60s`.
+    pub window: Option<S<String>>,
+    /// Default 5.
+    pub max_count: Option<S<u32>>,
+    /// Default 40.
+    pub points: Option<S<u32>>,
+}
+
+/// `high_amount:` of a velocity_score detector.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHighAmount {
+    /// Decimal text. Default 4000.
+    pub threshold: Option<S<String>>,
+    /// Default 50.
+    pub points: Option<S<u32>>,
+}
+
+/// `sink:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSink {
+    /// Alerts topic. Required.
+    pub alerts: S<String>,
+    /// Dead-letter topic. Required.
+    pub dead_letters: S<String>,
+}

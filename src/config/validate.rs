@@ -1,0 +1,782 @@
+//! Semantic validation: turns a parsed file (`raw.rs`) into a [`Pipeline`],
+//! applying defaults and checking every rule, and collects *every* problem
+//! (with its path and the location of the offending value) instead of
+//! stopping at the first.
+//!
+//! Cross-field messages name both fields and both values. Deliberately not
+//! checked here: anything that needs a running broker or database (topic
+//! or column existence, reachability of `source.brokers`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde_saphyr::Location;
+
+use super::interpolate::ColumnMap;
+use super::raw::{
+    DetectorType, RawDetector, RawFormat, RawHighAmount, RawPipeline, RawRows, RawSink, RawSource,
+    RawVelocity, S,
+};
+use super::{
+    decimal, duration, DecimalHandling, DetectorConfig, DetectorKind, EventTime, FormatConfig,
+    HighAmountRule, Pipeline, Problem, RowsConfig, SchemaMode, SinkConfig, SourceConfig,
+    SpendAnomalyConfig, VelocityRule, VelocityScoreConfig,
+};
+use crate::row::Op;
+
+/// librdkafka properties vigil sets itself, with what to do instead.
+const RESERVED_PROPERTIES: [(&str, &str); 7] = [
+    ("bootstrap.servers", "set source.brokers instead"),
+    ("group.id", "set source.group instead"),
+    ("auto.offset.reset", "set source.start_from instead"),
+    (
+        "enable.auto.commit",
+        "it commits an offset only once the alerts it caused are in Kafka",
+    ),
+    (
+        "enable.auto.offset.store",
+        "it stores an offset only once the alerts it caused are in Kafka",
+    ),
+    (
+        "enable.partition.eof",
+        "it reads partitions as endless streams",
+    ),
+    (
+        "partition.assignment.strategy",
+        "it uses cooperative-sticky, so its partition actors can drain before a partition is revoked",
+    ),
+];
+
+/// Kafka's limit on topic name length.
+const MAX_TOPIC_LEN: usize = 249;
+
+/// rust_decimal's largest scale.
+const MAX_SCALE: u32 = 28;
+
+/// Validates `raw`; `columns` maps locations back to the file.
+pub(super) fn validate(
+    raw: RawPipeline,
+    file: PathBuf,
+    columns: &ColumnMap,
+) -> Result<Pipeline, Vec<Problem>> {
+    let mut v = Validator {
+        problems: Vec::new(),
+        columns,
+    };
+    let name = v.name("name", &raw.name);
+    let source = v.source(raw.source);
+    let rows = v.rows(raw.rows);
+    let detectors = v.detectors(raw.detectors);
+    let format = v.format(raw.format, &detectors);
+    let sink = v.sink(raw.sink, &source.topics);
+
+    let mut problems = v.problems;
+    if !problems.is_empty() {
+        // File order; problems without a line (none today) last.
+        problems.sort_by_key(|p| (p.line.is_none(), p.line, p.column));
+        return Err(problems);
+    }
+    Ok(Pipeline {
+        name,
+        file,
+        source,
+        format,
+        rows,
+        detectors,
+        sink,
+    })
+}
+
+struct Validator<'a> {
+    problems: Vec<Problem>,
+    columns: &'a ColumnMap,
+}
+
+impl Validator<'_> {
+    fn report(&mut self, at: &Location, path: impl Into<String>, message: impl Into<String>) {
+        let (line, column) = if at.line() == 0 {
+            (None, None)
+        } else {
+            (
+                Some(at.line()),
+                Some(self.columns.original(at.line(), at.column())),
+            )
+        };
+        self.problems.push(Problem {
+            path: path.into(),
+            line,
+            column,
+            message: message.into(),
+        });
+    }
+
+    /// A name that labels metrics: `[a-z0-9][a-z0-9._-]*`.
+    fn name(&mut self, path: &str, name: &S<String>) -> String {
+        if !is_label(&name.value) {
+            self.report(
+                &name.referenced,
+                path,
+                format!(
+                    "must match [a-z0-9][a-z0-9._-]* (it labels metrics; got {:?})",
+                    name.value
+                ),
+            );
+        }
+        name.value.clone()
+    }
+
+    fn non_empty(&mut self, path: &str, value: &S<String>) -> String {
+        if value.value.trim().is_empty() {
+            self.report(&value.referenced, path, "must not be empty");
+        }
+        value.value.clone()
+    }
+
+    fn topic(&mut self, path: &str, topic: &S<String>) -> String {
+        if let Some(message) = topic_problem(&topic.value) {
+            self.report(&topic.referenced, path, message);
+        }
+        topic.value.clone()
+    }
+
+    /// A non-empty list of non-empty, distinct column names.
+    fn columns_list(&mut self, path: &str, list: &S<Vec<S<String>>>) -> Vec<String> {
+        if list.value.is_empty() {
+            self.report(&list.referenced, path, "list at least one column");
+        }
+        for (i, column) in list.value.iter().enumerate() {
+            let item = format!("{path}[{i}]");
+            self.non_empty(&item, column);
+            if let Some(first) = list.value[..i].iter().position(|c| c.value == column.value) {
+                self.report(
+                    &column.referenced,
+                    item,
+                    format!("duplicate column {} (also {path}[{first}])", column.value),
+                );
+            }
+        }
+        list.value.iter().map(|c| c.value.clone()).collect()
+    }
+
+    fn ops(&mut self, path: &str, list: &S<Vec<S<Op>>>) -> Vec<Op> {
+        for (i, op) in list.value.iter().enumerate() {
+            if let Some(first) = list.value[..i].iter().position(|o| o.value == op.value) {
+                self.report(
+                    &op.referenced,
+                    format!("{path}[{i}]"),
+                    format!("duplicate op {} (also {path}[{first}])", op.value),
+                );
+            }
+        }
+        list.value.iter().map(|o| o.value).collect()
+    }
+
+    fn decimal(&mut self, path: &str, text: &S<String>) -> Option<Decimal> {
+        match decimal::parse_decimal(&text.value) {
+            Ok(d) => Some(d),
+            Err(message) => {
+                self.report(&text.referenced, path, message);
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, path: &str, text: &S<String>) -> Option<Duration> {
+        match duration::parse_duration(&text.value) {
+            Ok(d) => Some(d),
+            Err(err) => {
+                self.report(&text.referenced, path, err.to_string());
+                None
+            }
+        }
+    }
+
+    fn source(&mut self, raw: S<RawSource>) -> SourceConfig {
+        let raw = raw.value;
+        let brokers = self.non_empty("source.brokers", &raw.brokers);
+        let group = self.non_empty("source.group", &raw.group);
+
+        if raw.topics.value.is_empty() {
+            self.report(
+                &raw.topics.referenced,
+                "source.topics",
+                "list at least one topic",
+            );
+        }
+        let mut topics = Vec::new();
+        for (i, topic) in raw.topics.value.iter().enumerate() {
+            let path = format!("source.topics[{i}]");
+            topics.push(self.topic(&path, topic));
+            if let Some(first) = raw.topics.value[..i]
+                .iter()
+                .position(|t| t.value == topic.value)
+            {
+                self.report(
+                    &topic.referenced,
+                    path,
+                    format!(
+                        "duplicate topic {} (also source.topics[{first}])",
+                        topic.value
+                    ),
+                );
+            }
+        }
+
+        let mut properties = BTreeMap::new();
+        for (key, value) in raw.properties.unwrap_or_default() {
+            let path = key_path("source.properties", &key);
+            if key.trim().is_empty() {
+                self.report(&value.referenced, &path, "empty property name");
+            } else if let Some((_, instead)) = RESERVED_PROPERTIES.iter().find(|(k, _)| *k == key) {
+                self.report(
+                    &value.referenced,
+                    &path,
+                    format!("vigil sets {key} itself; {instead}"),
+                );
+            }
+            properties.insert(key, value.value);
+        }
+
+        SourceConfig {
+            brokers,
+            topics,
+            group,
+            start_from: raw.start_from.map(|s| s.value).unwrap_or_default(),
+            properties,
+        }
+    }
+
+    /// `detectors` is validated first: the format rule needs the amount
+    /// columns.
+    fn format(&mut self, raw: S<RawFormat>, detectors: &[DetectorConfig]) -> FormatConfig {
+        let section = raw.referenced;
+        let raw = raw.value;
+        if raw.kind.value != "debezium-json" {
+            self.report(
+                &raw.kind.referenced,
+                "format.type",
+                format!(
+                    "vigil reads only debezium-json (got {:?}): Debezium's change events as Kafka Connect's JsonConverter writes them \
+                     (key.converter and value.converter = org.apache.kafka.connect.json.JsonConverter), with or without schemas; \
+                     configure the connector that way",
+                    raw.kind.value
+                ),
+            );
+        }
+        let schemas = raw.schemas.as_ref().map(|s| s.value).unwrap_or_default();
+        let decimals = raw.decimals.as_ref().map(|d| d.value).unwrap_or_default();
+
+        let mut decimal_scales = BTreeMap::new();
+        if let Some(scales) = &raw.decimal_scales {
+            for (column, scale) in &scales.value {
+                let path = key_path("format.decimal_scales", column);
+                if column.trim().is_empty() {
+                    self.report(&scale.referenced, &path, "empty column name");
+                }
+                if scale.value > MAX_SCALE {
+                    self.report(
+                        &scale.referenced,
+                        &path,
+                        format!("must be ≤ {MAX_SCALE} (got {})", scale.value),
+                    );
+                }
+                decimal_scales.insert(column.clone(), scale.value);
+            }
+        }
+
+        if schemas == SchemaMode::Disabled && decimals == DecimalHandling::Precise {
+            let at = raw
+                .decimal_scales
+                .as_ref()
+                .map(|s| s.referenced)
+                .or(raw.decimals.as_ref().map(|d| d.referenced))
+                .or(raw.schemas.as_ref().map(|s| s.referenced))
+                .unwrap_or(section);
+            let mut missing: Vec<&str> = Vec::new();
+            for column in detectors.iter().map(DetectorConfig::amount) {
+                if !decimal_scales.contains_key(column) && !missing.contains(&column) {
+                    missing.push(column);
+                }
+            }
+            for column in missing {
+                self.report(
+                    &at,
+                    "format.decimal_scales",
+                    format!(
+                        "records without a schema carry precise decimals without their scale; \
+                         declare a scale for column {column} (e.g. decimal_scales: {{{column}: 2}}) \
+                         or set format.decimals to string or double \
+                         (format.schemas is disabled, format.decimals is precise)"
+                    ),
+                );
+            }
+        }
+
+        FormatConfig {
+            schemas,
+            decimals,
+            decimal_scales,
+        }
+    }
+
+    fn rows(&mut self, raw: S<RawRows>) -> RowsConfig {
+        let raw = raw.value;
+        let key = self.non_empty("rows.key", &raw.key);
+        let event_time = if raw.event_time.value == EventTime::SOURCE_TS_MS {
+            EventTime::SourceTsMs
+        } else {
+            EventTime::Column(self.non_empty("rows.event_time", &raw.event_time))
+        };
+        let primary_key = match &raw.primary_key {
+            Some(list) => self.columns_list("rows.primary_key", list),
+            None => vec!["id".to_owned()],
+        };
+
+        let ops = match &raw.ops {
+            Some(list) => {
+                if list.value.is_empty() {
+                    self.report(
+                        &list.referenced,
+                        "rows.ops",
+                        "list at least one op (c, u, d or r)",
+                    );
+                }
+                self.ops("rows.ops", list)
+            }
+            None => vec![Op::Create],
+        };
+        let warm_ops = match &raw.warm_ops {
+            Some(list) => self.ops("rows.warm_ops", list),
+            None => vec![Op::Read],
+        };
+
+        // Overlap: point at the warm op if written, else at the op.
+        for (i, op) in warm_ops.iter().enumerate() {
+            if !ops.contains(op) {
+                continue;
+            }
+            let (at, path) = match (&raw.warm_ops, &raw.ops) {
+                (Some(w), _) => (w.value[i].referenced, format!("rows.warm_ops[{i}]")),
+                (None, Some(o)) => {
+                    let j = o.value.iter().position(|x| x.value == *op).unwrap_or(0);
+                    (o.value[j].referenced, format!("rows.ops[{j}]"))
+                }
+                (None, None) => continue, // the defaults do not overlap
+            };
+            self.report(
+                &at,
+                path,
+                format!(
+                    "{op} is in both rows.ops ({}) and rows.warm_ops ({}): an op either feeds the detectors \
+                     and may alert (ops) or only warms their state (warm_ops)",
+                    op_list(&ops),
+                    op_list(&warm_ops)
+                ),
+            );
+        }
+
+        RowsConfig {
+            key,
+            event_time,
+            primary_key,
+            ops,
+            warm_ops,
+        }
+    }
+
+    fn detectors(&mut self, raw: S<Vec<S<RawDetector>>>) -> Vec<DetectorConfig> {
+        if raw.value.is_empty() {
+            self.report(
+                &raw.referenced,
+                "detectors",
+                "list at least one detector (spend_anomaly or velocity_score)",
+            );
+        }
+        let mut detectors: Vec<DetectorConfig> = Vec::new();
+        // For duplicate names: where each name was set, and whether by default.
+        let mut names: Vec<(String, bool)> = Vec::new();
+        for (i, d) in raw.value.into_iter().enumerate() {
+            let path = format!("detectors[{i}]");
+            let at_type = d.value.kind.referenced;
+            let d = d.value;
+            let kind = d.kind.value;
+            self.foreign_fields(&path, &d);
+
+            let (name, defaulted) = match &d.name {
+                Some(n) => (self.name(&format!("{path}.name"), n), false),
+                None => (kind.as_str().replace('_', "-"), true),
+            };
+            if let Some(first) = names.iter().position(|(n, _)| *n == name) {
+                let at = d.name.as_ref().map_or(at_type, |n| n.referenced);
+                let how = match (names[first].1, defaulted) {
+                    (false, false) => String::new(),
+                    _ => format!(
+                        "; an unnamed detector is named after its type, so give each {} its own name",
+                        kind.as_str()
+                    ),
+                };
+                self.report(
+                    &at,
+                    format!("{path}.name"),
+                    format!("duplicate detector name {name} (also detectors[{first}].name){how}"),
+                );
+            }
+            names.push((name.clone(), defaulted));
+
+            let amount = match &d.amount {
+                Some(a) => self.non_empty(&format!("{path}.amount"), a),
+                None => "amount".to_owned(),
+            };
+            let kind = match kind {
+                DetectorType::SpendAnomaly => {
+                    DetectorKind::SpendAnomaly(self.spend_anomaly(&path, &d, amount))
+                }
+                DetectorType::VelocityScore => {
+                    DetectorKind::VelocityScore(self.velocity_score(&path, &d, amount, at_type))
+                }
+            };
+            detectors.push(DetectorConfig { name, kind });
+        }
+        detectors
+    }
+
+    /// Refuses fields that belong to another detector type.
+    fn foreign_fields(&mut self, path: &str, d: &RawDetector) {
+        let kind = d.kind.value;
+        let present: [(&str, Option<&Location>); 11] = [
+            ("name", d.name.as_ref().map(|s| &s.referenced)),
+            ("amount", d.amount.as_ref().map(|s| &s.referenced)),
+            ("history", d.history.as_ref().map(|s| &s.referenced)),
+            ("min_history", d.min_history.as_ref().map(|s| &s.referenced)),
+            ("factor", d.factor.as_ref().map(|s| &s.referenced)),
+            ("min_amount", d.min_amount.as_ref().map(|s| &s.referenced)),
+            ("velocity", d.velocity.as_ref().map(|s| &s.referenced)),
+            ("high_amount", d.high_amount.as_ref().map(|s| &s.referenced)),
+            ("alert_above", d.alert_above.as_ref().map(|s| &s.referenced)),
+            (
+                "allowed_lateness",
+                d.allowed_lateness.as_ref().map(|s| &s.referenced),
+            ),
+            (
+                "idle_timeout",
+                d.idle_timeout.as_ref().map(|s| &s.referenced),
+            ),
+        ];
+        for (field, at) in present {
+            let Some(at) = at else { continue };
+            if kind.fields().contains(&field) {
+                continue;
+            }
+            let owner = [DetectorType::SpendAnomaly, DetectorType::VelocityScore]
+                .into_iter()
+                .find(|t| t.fields().contains(&field))
+                .map_or(String::new(), |t| {
+                    format!(" (it belongs to {})", t.as_str())
+                });
+            self.report(
+                at,
+                format!("{path}.{field}"),
+                format!(
+                    "not a field of type {}{owner}; {} takes type, {}",
+                    kind.as_str(),
+                    kind.as_str(),
+                    kind.fields().join(", ")
+                ),
+            );
+        }
+    }
+
+    fn spend_anomaly(&mut self, path: &str, d: &RawDetector, amount: String) -> SpendAnomalyConfig {
+        let defaults = SpendAnomalyConfig::default();
+        let history = d.history.as_ref().map_or(defaults.history, |h| h.value);
+        let min_history = d
+            .min_history
+            .as_ref()
+            .map_or(defaults.min_history, |m| m.value);
+        if let Some(h) = &d.history {
+            if h.value < 1 {
+                self.report(
+                    &h.referenced,
+                    format!("{path}.history"),
+                    format!("must be ≥ 1 (got {})", h.value),
+                );
+            }
+        }
+        if let Some(m) = &d.min_history {
+            if m.value < 1 {
+                self.report(
+                    &m.referenced,
+                    format!("{path}.min_history"),
+                    format!("must be ≥ 1 (got {})", m.value),
+                );
+            } else if history >= 1 && m.value > history {
+                let default = if d.history.is_none() {
+                    ", the default history"
+                } else {
+                    ""
+                };
+                self.report(
+                    &m.referenced,
+                    format!("{path}.min_history"),
+                    format!("must be ≤ history (got {} > {history}{default})", m.value),
+                );
+            }
+        } else if history < defaults.min_history && history >= 1 {
+            // Only reachable with a small explicit history.
+            if let Some(h) = &d.history {
+                self.report(
+                    &h.referenced,
+                    format!("{path}.history"),
+                    format!(
+                        "must be ≥ min_history (got {history} < {}, the default min_history); set min_history too",
+                        defaults.min_history
+                    ),
+                );
+            }
+        }
+
+        let mut factor = defaults.factor;
+        if let Some(text) = &d.factor {
+            if let Some(f) = self.decimal(&format!("{path}.factor"), text) {
+                if f <= Decimal::ZERO {
+                    self.report(
+                        &text.referenced,
+                        format!("{path}.factor"),
+                        format!("must be > 0 (got {})", text.value),
+                    );
+                }
+                factor = f;
+            }
+        }
+        let mut min_amount = defaults.min_amount;
+        if let Some(text) = &d.min_amount {
+            if let Some(m) = self.decimal(&format!("{path}.min_amount"), text) {
+                if m < Decimal::ZERO {
+                    self.report(
+                        &text.referenced,
+                        format!("{path}.min_amount"),
+                        format!("must be ≥ 0 (got {})", text.value),
+                    );
+                }
+                min_amount = m;
+            }
+        }
+        SpendAnomalyConfig {
+            amount,
+            history,
+            min_history,
+            factor,
+            min_amount,
+        }
+    }
+
+    fn velocity_score(
+        &mut self,
+        path: &str,
+        d: &RawDetector,
+        amount: String,
+        at_type: Location,
+    ) -> VelocityScoreConfig {
+        let defaults = VelocityScoreConfig::default();
+        // Both sections omitted: the reference agent, both rules with their
+        // defaults. Otherwise only the given sections are active.
+        let (velocity, high_amount) = match (&d.velocity, &d.high_amount) {
+            (None, None) => (defaults.velocity, defaults.high_amount),
+            (v, h) => (
+                v.as_ref().map(|v| self.velocity_rule(path, &v.value)),
+                h.as_ref().map(|h| self.high_amount_rule(path, &h.value)),
+            ),
+        };
+        let alert_above = d
+            .alert_above
+            .as_ref()
+            .map_or(defaults.alert_above, |a| a.value);
+
+        let velocity_points = velocity.as_ref().map(|v| v.points);
+        let high_points = high_amount.as_ref().map(|h| h.points);
+        let max_score =
+            u64::from(velocity_points.unwrap_or(0)) + u64::from(high_points.unwrap_or(0));
+        if max_score <= u64::from(alert_above) {
+            let parts: Vec<String> = [
+                velocity_points.map(|p| format!("velocity.points {p}")),
+                high_points.map(|p| format!("high_amount.points {p}")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let default = if d.alert_above.is_none() {
+                " (the default)"
+            } else {
+                ""
+            };
+            self.report(
+                d.alert_above.as_ref().map_or(&at_type, |a| &a.referenced),
+                format!("{path}.alert_above"),
+                format!(
+                    "no row can score above {alert_above}{default}: the highest score is {max_score} ({}); \
+                     lower alert_above or raise the points",
+                    parts.join(" + ")
+                ),
+            );
+        }
+
+        let allowed_lateness = match &d.allowed_lateness {
+            Some(text) => self
+                .duration(&format!("{path}.allowed_lateness"), text)
+                .unwrap_or(Duration::ZERO),
+            None => defaults.allowed_lateness,
+        };
+        let idle_timeout = match &d.idle_timeout {
+            Some(text) => {
+                let parsed = self.duration(&format!("{path}.idle_timeout"), text);
+                if parsed == Some(Duration::ZERO) {
+                    self.report(
+                        &text.referenced,
+                        format!("{path}.idle_timeout"),
+                        format!(
+                            "must be > 0 (got {}); leave it out to keep state",
+                            text.value
+                        ),
+                    );
+                }
+                parsed
+            }
+            None => None,
+        };
+        VelocityScoreConfig {
+            amount,
+            velocity,
+            high_amount,
+            alert_above,
+            allowed_lateness,
+            idle_timeout,
+        }
+    }
+
+    fn velocity_rule(&mut self, path: &str, raw: &RawVelocity) -> VelocityRule {
+        let defaults = VelocityRule::default();
+        let mut window = defaults.window;
+        if let Some(text) = &raw.window {
+            let field = format!("{path}.velocity.window");
+            if let Some(w) = self.duration(&field, text) {
+                if w.is_zero() {
+                    self.report(
+                        &text.referenced,
+                        field,
+                        format!("must be > 0 (got {})", text.value),
+                    );
+                }
+                window = w;
+            }
+        }
+        VelocityRule {
+            window,
+            max_count: raw
+                .max_count
+                .as_ref()
+                .map_or(defaults.max_count, |m| m.value),
+            points: raw.points.as_ref().map_or(defaults.points, |p| p.value),
+        }
+    }
+
+    fn high_amount_rule(&mut self, path: &str, raw: &RawHighAmount) -> HighAmountRule {
+        let defaults = HighAmountRule::default();
+        let mut threshold = defaults.threshold;
+        if let Some(text) = &raw.threshold {
+            let field = format!("{path}.high_amount.threshold");
+            if let Some(t) = self.decimal(&field, text) {
+                if t < Decimal::ZERO {
+                    self.report(
+                        &text.referenced,
+                        field,
+                        format!("must be ≥ 0 (got {})", text.value),
+                    );
+                }
+                threshold = t;
+            }
+        }
+        HighAmountRule {
+            threshold,
+            points: raw.points.as_ref().map_or(defaults.points, |p| p.value),
+        }
+    }
+
+    fn sink(&mut self, raw: S<RawSink>, source_topics: &[String]) -> SinkConfig {
+        let raw = raw.value;
+        let alerts = self.topic("sink.alerts", &raw.alerts);
+        let dead_letters = self.topic("sink.dead_letters", &raw.dead_letters);
+        if dead_letters == alerts {
+            self.report(
+                &raw.dead_letters.referenced,
+                "sink.dead_letters",
+                format!("must differ from sink.alerts (both {alerts})"),
+            );
+        }
+        for (field, value) in [("alerts", &raw.alerts), ("dead_letters", &raw.dead_letters)] {
+            if let Some(i) = source_topics.iter().position(|t| *t == value.value) {
+                self.report(
+                    &value.referenced,
+                    format!("sink.{field}"),
+                    format!(
+                        "must differ from source.topics[{i}] (both {}): vigil would read what it writes",
+                        value.value
+                    ),
+                );
+            }
+        }
+        SinkConfig {
+            alerts,
+            dead_letters,
+        }
+    }
+}
+
+/// `[a-z0-9][a-z0-9._-]*`
+fn is_label(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Why Kafka would refuse `topic` as a topic name, if it would.
+fn topic_problem(topic: &str) -> Option<String> {
+    if topic.is_empty() {
+        return Some("must not be empty".into());
+    }
+    if topic == "." || topic == ".." {
+        return Some(format!("Kafka refuses the topic name {topic:?}"));
+    }
+    let len = topic.chars().count();
+    if len > MAX_TOPIC_LEN {
+        return Some(format!(
+            "must be at most {MAX_TOPIC_LEN} characters, Kafka's limit (got {len})"
+        ));
+    }
+    if !topic
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Some(format!(
+            "not a valid Kafka topic name (got {topic:?}): use letters, digits, '.', '_' and '-'"
+        ));
+    }
+    None
+}
+
+/// `base.key`, or `base["key"]` when the key has characters other than
+/// letters, digits and `_` (such as the dots of librdkafka properties).
+fn key_path(base: &str, key: &str) -> String {
+    if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        format!("{base}.{key}")
+    } else {
+        format!("{base}[{key:?}]")
+    }
+}
+
+fn op_list(ops: &[Op]) -> String {
+    let codes: Vec<&str> = ops.iter().map(|o| o.code()).collect();
+    format!("[{}]", codes.join(", "))
+}

@@ -1,0 +1,527 @@
+//! The Kafka source of a streaming pipeline: one consumer in the pipeline's
+//! group, a poll thread, and one supervised [`PartitionActor`] per assigned
+//! partition.
+//!
+//! The poll thread reads the consumer's main queue and copies records into
+//! per-partition [`RecordBatch`]es, which it hands to the partition actors
+//! (spread over the worker arbiters, so decoding uses every core). It does
+//! not split librdkafka's partition queues: a split queue that stops waking
+//! its reader, a partition stranded when its queue is dropped, and main-queue
+//! messages interleaving after a split are reported hazards that one reader
+//! of one queue cannot have. Rebalance callbacks run on the poll thread, so
+//! a revocation drains the leaving partitions' actors and commits their
+//! offsets before the partitions are given up.
+//!
+//! Offsets: a partition actor stores the offset after the last batch whose
+//! effects are durable ([`offsets::CompletionTracker`]); librdkafka commits
+//! stored offsets every second, and synchronously on revocation and
+//! shutdown. Backpressure: a partition with too many batches in flight is
+//! paused until its actor catches up, so memory stays bounded.
+
+pub mod batch;
+pub mod offsets;
+mod partition;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use dashmap::DashMap;
+use futures::future::BoxFuture;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use tracing::{debug, error, info, warn};
+
+use crate::config::Pipeline;
+use crate::dead_letter::DeadLetters;
+use crate::decode::DecodeOptions;
+use crate::metrics::{names, Health};
+use crate::row::{Key, Row};
+use batch::RecordBatch;
+use partition::{Drain, PartitionActor, PartitionSetup};
+
+/// Records per batch handed to a partition actor, at most.
+const MAX_BATCH_RECORDS: usize = 2_000;
+/// Bytes per batch, at most (one record may exceed it alone).
+const MAX_BATCH_BYTES: usize = 4 << 20;
+/// Batches a partition may have in flight before it is paused.
+const MAX_IN_FLIGHT: usize = 16;
+/// How long a revocation or shutdown waits for a partition to drain.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What happens to decoded rows: the detectors, in a full pipeline.
+pub trait Downstream: Send + Sync + 'static {
+    /// Processes one batch of a partition's rows, in order. The future
+    /// resolves once every effect of the rows is durable; an error stops
+    /// the pipeline without committing past the batch.
+    fn process(
+        &self,
+        topic: Arc<str>,
+        partition: i32,
+        rows: Vec<Row>,
+    ) -> BoxFuture<'static, Result<(), String>>;
+
+    /// The partition left this process: state kept for it may go.
+    fn revoked(&self, _topic: &str, _partition: i32) {}
+}
+
+/// A downstream that only counts: the source alone.
+pub struct CountRows;
+
+impl Downstream for CountRows {
+    fn process(&self, _: Arc<str>, _: i32, _: Vec<Row>) -> BoxFuture<'static, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// The consumer settings of a pipeline: tuning defaults, then the
+/// pipeline's own properties, then what vigil's correctness depends on.
+pub fn consumer_config(pipeline: &Pipeline) -> ClientConfig {
+    let source = &pipeline.source;
+    let mut config = ClientConfig::new();
+    config
+        .set("client.id", format!("vigil-{}", pipeline.name))
+        // A dead process's partitions move within 10 s.
+        .set("session.timeout.ms", "10000")
+        .set("statistics.interval.ms", "5000");
+    for (k, v) in &source.properties {
+        config.set(k, v);
+    }
+    config
+        .set("bootstrap.servers", &source.brokers)
+        .set("group.id", &source.group)
+        .set("auto.offset.reset", source.start_from.as_str())
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.partition.eof", "false")
+        // Offsets are stored by the partition actors once a batch's effects
+        // are durable, never by librdkafka when a record is handed out.
+        .set("enable.auto.offset.store", "false")
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000");
+    config
+}
+
+/// A running source. Dropping it does not stop it: call [`Source::stop`].
+pub struct Source {
+    shutdown: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// What a source needs besides its pipeline.
+pub struct SourceParts {
+    pub pipeline: Arc<Pipeline>,
+    pub decode: DecodeOptions,
+    pub downstream: Arc<dyn Downstream>,
+    pub dead_letters: DeadLetters,
+    pub arbiters: Vec<ArbiterHandle>,
+    pub health: Health,
+    /// Told when the pipeline fails for good (a delivery that finally
+    /// failed); the process stops.
+    pub fatal: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+impl Source {
+    /// Subscribes and starts the poll thread.
+    pub fn start(parts: SourceParts) -> KafkaResult<Source> {
+        let pipeline = Arc::clone(&parts.pipeline);
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let (control_tx, control_rx) = mpsc::channel();
+        let context = SourceContext {
+            name: pipeline.name.clone(),
+            state: Mutex::new(State::default()),
+            parts,
+            control: control_tx,
+            next_arbiter: AtomicUsize::new(0),
+            key_partitions: Arc::new(DashMap::new()),
+        };
+        let consumer: BaseConsumer<SourceContext> =
+            consumer_config(&pipeline).create_with_context(context)?;
+        let topics: Vec<&str> = pipeline.source.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        let consumer = Arc::new(consumer);
+        let flag = Arc::clone(&shutdown);
+        let thread = std::thread::Builder::new()
+            .name(format!("poll-{}", pipeline.name))
+            .spawn(move || poll_loop(consumer, flag, control_rx))
+            .map_err(|e| rdkafka::error::KafkaError::ClientCreation(e.to_string()))?;
+        Ok(Source {
+            shutdown,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops consuming, drains every partition, commits, and leaves the
+    /// group. Blocks until done.
+    pub fn stop(mut self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A partition as the poll thread tracks it.
+struct PartitionSlot {
+    topic: Arc<str>,
+    actor: Addr<PartitionActor>,
+    in_flight: Arc<AtomicUsize>,
+    epoch: u64,
+    paused: bool,
+    pending: Option<RecordBatch>,
+}
+
+#[derive(Default)]
+struct State {
+    partitions: HashMap<(Arc<str>, i32), PartitionSlot>,
+}
+
+/// What partition actors ask of the poll thread, which owns the consumer.
+pub(crate) enum Control {
+    /// Everything before `next` is durable: store it for the next commit.
+    Store {
+        topic: Arc<str>,
+        partition: i32,
+        next: i64,
+    },
+    /// A restarted actor: read again from `offset`, in batches of `epoch`.
+    Rewind {
+        topic: Arc<str>,
+        partition: i32,
+        epoch: u64,
+        offset: i64,
+    },
+}
+
+pub(crate) struct SourceContext {
+    name: String,
+    state: Mutex<State>,
+    parts: SourceParts,
+    control: mpsc::Sender<Control>,
+    next_arbiter: AtomicUsize,
+    key_partitions: Arc<DashMap<Key, i32>>,
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition < 0 || p.consumer_lag < 0 {
+                    continue;
+                }
+                metrics::gauge!(names::CONSUMER_LAG, "pipeline" => self.name.clone(),
+                    "topic" => topic.clone(), "partition" => partition.to_string())
+                .set(p.consumer_lag as f64);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let leaving: Vec<(Arc<str>, i32)> = tpl
+                .elements()
+                .iter()
+                .map(|e| (Arc::from(e.topic()), e.partition()))
+                .collect();
+            metrics::counter!(names::REBALANCES, "pipeline" => self.name.clone(), "kind" => "revoke").increment(1);
+            info!(pipeline = %self.name, partitions = ?partition_list(&leaving), "partitions revoked: draining");
+            self.retire(consumer, &leaving);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let arriving: Vec<(Arc<str>, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (Arc::from(e.topic()), e.partition()))
+                    .collect();
+                metrics::counter!(names::REBALANCES, "pipeline" => self.name.clone(), "kind" => "assign").increment(1);
+                info!(pipeline = %self.name, partitions = ?partition_list(&arriving), "partitions assigned");
+                for (topic, partition) in arriving {
+                    self.adopt(topic, partition);
+                }
+                self.parts.health.consuming(&self.name);
+                self.report_assigned();
+            }
+            Rebalance::Revoke(_) => self.report_assigned(),
+            Rebalance::Error(e) => warn!(pipeline = %self.name, error = %e, "rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => debug!(pipeline = %self.name, ?offsets, "offsets committed"),
+            // Nothing stored since the last commit is not an error.
+            Err(rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::NoOffset,
+            )) => {}
+            Err(e) => {
+                warn!(pipeline = %self.name, error = %e, "offset commit failed; it is retried with the next one")
+            }
+        }
+    }
+}
+
+fn partition_list(parts: &[(Arc<str>, i32)]) -> Vec<String> {
+    parts.iter().map(|(t, p)| format!("{t}/{p}")).collect()
+}
+
+impl SourceContext {
+    /// Starts a supervised actor for a newly assigned partition.
+    fn adopt(&self, topic: Arc<str>, partition: i32) {
+        let arbiters = &self.parts.arbiters;
+        let arbiter = &arbiters[self.next_arbiter.fetch_add(1, Ordering::Relaxed) % arbiters.len()];
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let setup = PartitionSetup {
+            pipeline: Arc::from(self.name.as_str()),
+            topic: Arc::clone(&topic),
+            partition,
+            decode: self.parts.decode.clone(),
+            dead_letters: self.parts.dead_letters.clone(),
+            downstream: Arc::clone(&self.parts.downstream),
+            in_flight: Arc::clone(&in_flight),
+            control: self.control.clone(),
+            key_partitions: Arc::clone(&self.key_partitions),
+            fatal: self.parts.fatal.clone(),
+            health: self.parts.health.clone(),
+        };
+        let actor = Supervisor::start_in_arbiter(arbiter, move |_| PartitionActor::new(setup));
+        if let Ok(mut state) = self.state.lock() {
+            state.partitions.insert(
+                (Arc::clone(&topic), partition),
+                PartitionSlot {
+                    topic,
+                    actor,
+                    in_flight,
+                    epoch: 0,
+                    paused: false,
+                    pending: None,
+                },
+            );
+        }
+    }
+
+    /// Drains the actors of leaving partitions, commits what they finished,
+    /// and stops them. Records read but not yet handed over are dropped:
+    /// they lie past the committed offset, so the next owner reads them.
+    fn retire(&self, consumer: &BaseConsumer<Self>, leaving: &[(Arc<str>, i32)]) {
+        let slots: Vec<((Arc<str>, i32), PartitionSlot)> = match self.state.lock() {
+            Ok(mut state) => leaving
+                .iter()
+                .filter_map(|k| state.partitions.remove_entry(&(Arc::clone(&k.0), k.1)))
+                .collect(),
+            Err(_) => return,
+        };
+        let mut replies = Vec::new();
+        for ((topic, partition), slot) in &slots {
+            let (tx, rx) = mpsc::channel();
+            slot.actor.do_send(Drain { reply: tx });
+            replies.push((Arc::clone(topic), *partition, rx));
+        }
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        let mut commit = TopicPartitionList::new();
+        for (topic, partition, rx) in replies {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(Some(next)) => {
+                    let _ = commit.add_partition_offset(&topic, partition, Offset::Offset(next));
+                }
+                Ok(None) => {}
+                Err(_) => warn!(pipeline = %self.name, topic = %topic, partition,
+                    "partition did not drain in time; its unfinished batches will be read again"),
+            }
+            self.parts.downstream.revoked(&topic, partition);
+        }
+        if commit.count() > 0 {
+            match consumer.commit(&commit, CommitMode::Sync) {
+                Ok(()) => {
+                    info!(pipeline = %self.name, offsets = ?commit_list(&commit), "drained and committed")
+                }
+                Err(e) => {
+                    warn!(pipeline = %self.name, error = %e, "commit on revocation failed; the next owner re-reads from the last commit")
+                }
+            }
+        }
+        // Dropping the slots drops the last addresses: the actors end, and
+        // their supervisors do not restart what nobody addresses.
+        drop(slots);
+    }
+
+    fn report_assigned(&self) {
+        if let Ok(state) = self.state.lock() {
+            metrics::gauge!(names::ASSIGNED_PARTITIONS, "pipeline" => self.name.clone())
+                .set(state.partitions.len() as f64);
+        }
+    }
+}
+
+fn commit_list(tpl: &TopicPartitionList) -> Vec<String> {
+    tpl.elements()
+        .iter()
+        .map(|e| format!("{}/{}@{:?}", e.topic(), e.partition(), e.offset()))
+        .collect()
+}
+
+/// The poll thread: read, batch, hand over, pause and resume, rewind; on
+/// shutdown drain everything and leave the group.
+fn poll_loop(
+    consumer: Arc<BaseConsumer<SourceContext>>,
+    shutdown: Arc<AtomicBool>,
+    control: mpsc::Receiver<Control>,
+) {
+    let ctx = consumer.context();
+    let name = ctx.name.clone();
+    let mut read_since_dispatch = 0usize;
+    while !shutdown.load(Ordering::SeqCst) {
+        while let Ok(request) = control.try_recv() {
+            apply_control(&consumer, request);
+        }
+        let timeout = if read_since_dispatch == 0 {
+            Duration::from_millis(100)
+        } else {
+            Duration::ZERO
+        };
+        match consumer.poll(timeout) {
+            Some(Ok(message)) => {
+                read_since_dispatch += 1;
+                let Ok(mut state) = ctx.state.lock() else {
+                    break;
+                };
+                let key = (Arc::<str>::from(message.topic()), message.partition());
+                // A record of a partition already revoked: its next owner reads it.
+                let Some(slot) = state.partitions.get_mut(&key) else {
+                    continue;
+                };
+                let batch = slot.pending.get_or_insert_with(|| {
+                    RecordBatch::new(Arc::clone(&slot.topic), key.1, slot.epoch)
+                });
+                batch.push(message.offset(), message.key(), message.payload());
+                if batch.len() >= MAX_BATCH_RECORDS || batch.byte_len() >= MAX_BATCH_BYTES {
+                    dispatch(slot);
+                }
+                if read_since_dispatch < MAX_BATCH_RECORDS {
+                    continue;
+                }
+            }
+            Some(Err(e)) => warn!(pipeline = %name, error = %e, "consumer error"),
+            None => {}
+        }
+        read_since_dispatch = 0;
+        let Ok(mut state) = ctx.state.lock() else {
+            break;
+        };
+        for slot in state.partitions.values_mut() {
+            dispatch(slot);
+        }
+        pause_or_resume(&consumer, &name, &mut state);
+    }
+    info!(pipeline = %name, "stopping: draining partitions");
+    let all: Vec<(Arc<str>, i32)> = match ctx.state.lock() {
+        Ok(state) => state.partitions.keys().cloned().collect(),
+        Err(_) => Vec::new(),
+    };
+    ctx.retire(&consumer, &all);
+    while let Ok(request) = control.try_recv() {
+        apply_control(&consumer, request);
+    }
+    consumer.unsubscribe();
+    info!(pipeline = %name, "left the consumer group");
+}
+
+/// Hands a partition's pending batch to its actor.
+fn dispatch(slot: &mut PartitionSlot) {
+    if let Some(batch) = slot.pending.take() {
+        slot.in_flight.fetch_add(1, Ordering::SeqCst);
+        slot.actor.do_send(partition::Batch(batch));
+    }
+}
+
+/// Pauses partitions whose actors lag behind; resumes them at half.
+fn pause_or_resume(consumer: &BaseConsumer<SourceContext>, name: &str, state: &mut State) {
+    let mut pause = TopicPartitionList::new();
+    let mut resume = TopicPartitionList::new();
+    for ((topic, partition), slot) in state.partitions.iter_mut() {
+        let in_flight = slot.in_flight.load(Ordering::SeqCst);
+        if !slot.paused && in_flight >= MAX_IN_FLIGHT {
+            slot.paused = true;
+            pause.add_partition(topic, *partition);
+        } else if slot.paused && in_flight <= MAX_IN_FLIGHT / 2 {
+            slot.paused = false;
+            resume.add_partition(topic, *partition);
+        }
+    }
+    if pause.count() > 0 {
+        if let Err(e) = consumer.pause(&pause) {
+            warn!(pipeline = %name, error = %e, "pause failed");
+        }
+    }
+    if resume.count() > 0 {
+        if let Err(e) = consumer.resume(&resume) {
+            warn!(pipeline = %name, error = %e, "resume failed");
+        }
+    }
+    if pause.count() + resume.count() > 0 {
+        let paused = state.partitions.values().filter(|s| s.paused).count();
+        metrics::gauge!(names::PAUSED_PARTITIONS, "pipeline" => name.to_owned()).set(paused as f64);
+    }
+}
+
+fn apply_control(consumer: &BaseConsumer<SourceContext>, request: Control) {
+    let ctx = consumer.context();
+    match request {
+        Control::Store {
+            topic,
+            partition,
+            next,
+        } => {
+            // Not store_offset: librdkafka's rd_kafka_offset_store adds 1
+            // to what it is given. A partition revoked meanwhile refuses
+            // the store: its drain already committed.
+            let mut tpl = TopicPartitionList::new();
+            let stored = tpl
+                .add_partition_offset(&topic, partition, Offset::Offset(next))
+                .and_then(|()| consumer.store_offsets(&tpl));
+            if let Err(e) = stored {
+                debug!(pipeline = %ctx.name, topic = %topic, partition, error = %e, "offset not stored");
+            }
+        }
+        Control::Rewind {
+            topic,
+            partition,
+            epoch,
+            offset,
+        } => {
+            let Ok(mut state) = ctx.state.lock() else {
+                return;
+            };
+            let Some(slot) = state.partitions.get_mut(&(Arc::clone(&topic), partition)) else {
+                return;
+            };
+            slot.epoch = epoch;
+            slot.pending = None;
+            match consumer.seek(
+                &topic,
+                partition,
+                Offset::Offset(offset),
+                Duration::from_secs(10),
+            ) {
+                Ok(()) => info!(pipeline = %ctx.name, topic = %topic, partition, offset,
+                    "partition rewound after its actor restarted"),
+                Err(e) => error!(pipeline = %ctx.name, topic = %topic, partition, error = %e,
+                    "could not rewind the partition after its actor restarted"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

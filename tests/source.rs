@@ -1,0 +1,251 @@
+//! The Kafka source in process, against the real stack: rows written to
+//! PostgreSQL come out decoded exactly; malformed records and tombstones
+//! written straight to a topic are dead-lettered or skipped, the stream
+//! goes on, and the group's offsets end up past all of them.
+
+mod support;
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::Arbiter;
+use futures::future::BoxFuture;
+use rust_decimal::Decimal;
+use vigil::config::{load_str, Pipeline};
+use vigil::dead_letter::{durable_producer_config, headers, DeadLetters};
+use vigil::decode::DecodeOptions;
+use vigil::metrics::Health;
+use vigil::row::{Key, Row, Value};
+use vigil::source::{Downstream, Source, SourceParts};
+use vigil::time::EventTime;
+
+use support::*;
+
+/// Collects every row handed downstream.
+#[derive(Default)]
+struct Collect(Mutex<Vec<(i32, Row)>>);
+
+impl Downstream for Collect {
+    fn process(
+        &self,
+        _topic: Arc<str>,
+        partition: i32,
+        rows: Vec<Row>,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        if let Ok(mut all) = self.0.lock() {
+            all.extend(rows.into_iter().map(|r| (partition, r)));
+        }
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl Collect {
+    fn rows(&self) -> Vec<(i32, Row)> {
+        self.0.lock().expect("rows").clone()
+    }
+}
+
+fn pipeline(name: &str, topic: &str, group: &str, dead_letters: &str) -> Pipeline {
+    let text = format!(
+        "name: {name}\n\
+         source: {{brokers: '{brokers}', topics: [{topic}], group: {group}, start_from: earliest}}\n\
+         format: {{type: debezium-json}}\n\
+         rows: {{key: user_id, event_time: created_at, primary_key: [id]}}\n\
+         detectors: [{{type: spend_anomaly}}]\n\
+         sink: {{alerts: {name}.alerts, dead_letters: {dead_letters}}}\n",
+        brokers = kafka_brokers()
+    );
+    load_str("test pipeline", &text, |_| None).expect("test pipeline is valid")
+}
+
+/// Runs a source for `pipeline` until `done` holds for the collected rows
+/// (or 60 s pass), then stops it (drain and commit) and returns the rows.
+async fn run_source(pipeline: Pipeline, done: impl Fn(&[(i32, Row)]) -> bool) -> Vec<(i32, Row)> {
+    {
+        let arbiters: Vec<Arbiter> = (0..2).map(|_| Arbiter::new()).collect();
+        let collect = Arc::new(Collect::default());
+        let producer =
+            durable_producer_config(&pipeline.source.brokers, &pipeline.source.properties)
+                .create()
+                .expect("dead-letter producer");
+        let (fatal, _fatal_rx) = tokio::sync::mpsc::unbounded_channel();
+        let source = Source::start(SourceParts {
+            decode: DecodeOptions::for_pipeline(&pipeline),
+            dead_letters: DeadLetters::new(
+                producer,
+                pipeline.sink.dead_letters.clone(),
+                pipeline.name.clone(),
+            ),
+            pipeline: Arc::new(pipeline),
+            downstream: collect.clone(),
+            arbiters: arbiters.iter().map(Arbiter::handle).collect(),
+            health: Health::default(),
+            fatal,
+        })
+        .expect("source starts");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done(&collect.rows()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::task::spawn_blocking(move || source.stop())
+            .await
+            .expect("source stops");
+        for a in arbiters {
+            a.stop();
+        }
+        collect.rows()
+    }
+}
+
+fn dec(s: &str) -> Decimal {
+    Decimal::from_str(s).expect("decimal")
+}
+
+#[actix_rt::test]
+async fn rows_inserted_into_postgres_come_out_decoded_exactly() {
+    let base = unique_base();
+    let dlq = format!("vigil-test-dlq-{base}");
+    create_topic(&dlq, 1).await;
+    let db = postgres().await;
+    let inserted = [
+        ("0.01", "2026-01-01 00:00:00"),
+        ("-99.99", "2026-02-28 23:59:59.999999"),
+        ("99999999.99", "2026-11-25 10:11:12.345678"),
+        ("1234.50", "1999-12-31 23:59:59.5"),
+    ];
+    let mut expected = Vec::new();
+    for (i, (amount, at)) in inserted.iter().enumerate() {
+        let user = (base + i as i64) as i32;
+        let row = db
+            .query_one(
+                "INSERT INTO transactions (user_id, amount, created_at) VALUES ($1, $2::text::numeric, $3::text::timestamp) \
+                 RETURNING id, (extract(epoch from created_at) * 1000000)::bigint",
+                &[&user, amount, at],
+            )
+            .await
+            .expect("insert");
+        expected.push((
+            user as i64,
+            row.get::<_, i64>(0),
+            dec(amount),
+            EventTime(row.get::<_, i64>(1)),
+        ));
+    }
+
+    let users: Vec<i64> = expected.iter().map(|e| e.0).collect();
+    let ours = move |rows: &[(i32, Row)]| {
+        rows.iter()
+            .filter(|(_, r)| matches!(r.key, Key::Int(k) if users.contains(&k)))
+            .count()
+            >= 4
+    };
+    let group = format!("vigil-test-decode-{base}");
+    let p = pipeline("decode-test", TRANSACTIONS_TOPIC, &group, &dlq);
+    let projection = DecodeOptions::for_pipeline(&p).projection;
+    let rows = run_source(p, ours).await;
+
+    for (user, id, amount, at) in expected {
+        let (partition, row) = rows
+            .iter()
+            .find(|(_, r)| r.key == Key::Int(user))
+            .unwrap_or_else(|| panic!("row of user {user} decoded"));
+        assert_eq!(
+            row.values[projection.index("id").expect("id")],
+            Value::Int(id)
+        );
+        assert_eq!(
+            row.values[projection.index("amount").expect("amount")],
+            Value::Decimal(amount)
+        );
+        assert_eq!(
+            row.values[projection.index("amount").expect("amount")]
+                .as_decimal()
+                .map(|d| d.scale()),
+            Some(2)
+        );
+        assert_eq!(row.event_time, at, "created_at of user {user}");
+        assert_eq!(&*row.table, "public.transactions");
+        assert!(row.lsn.is_some());
+        let key = format!("{{\"schema\":{{\"type\":\"struct\",\"fields\":[{{\"type\":\"int32\",\"optional\":false,\"field\":\"user_id\"}}],\"optional\":false,\"name\":\"dbserver1.public.transactions.Key\"}},\"payload\":{{\"user_id\":{user}}}}}");
+        assert_eq!(
+            *partition,
+            kafka_partition(key.as_bytes(), 8),
+            "user {user} on its key's partition"
+        );
+    }
+    let committed = committed(&group, TRANSACTIONS_TOPIC);
+    assert!(!committed.is_empty(), "the group committed its progress");
+}
+
+#[actix_rt::test]
+async fn malformed_records_are_dead_lettered_and_the_stream_goes_on() {
+    let base = unique_base();
+    let input = format!("vigil-test-input-{base}");
+    let dlq = format!("vigil-test-dlq-{base}");
+    create_topic(&input, 4).await;
+    create_topic(&dlq, 1).await;
+    let producer = producer();
+    let (key, good) = transaction_envelope(base, 1, 12_345);
+    let (_, good_again) = transaction_envelope(base, 2, -500);
+    let mut missing_key: serde_json::Value = serde_json::from_slice(&good).expect("json");
+    missing_key["payload"]["after"]["user_id"] = serde_json::Value::Null;
+    let missing_key = serde_json::to_vec(&missing_key).expect("json");
+    let mut unknown_op: serde_json::Value = serde_json::from_slice(&good).expect("json");
+    unknown_op["payload"]["op"] = "x".into();
+    let unknown_op = serde_json::to_vec(&unknown_op).expect("json");
+    let records: [(&str, Option<&[u8]>); 6] = [
+        ("good", Some(&good)),
+        ("bad_json", Some(b"{\"schema\": oops")),
+        ("missing_key", Some(&missing_key)),
+        ("unknown_op", Some(&unknown_op)),
+        ("tombstone", None),
+        ("good", Some(&good_again)),
+    ];
+    for (_, value) in &records {
+        send(&producer, &input, Some(2), Some(&key), *value).await;
+    }
+
+    let group = format!("vigil-test-dlq-{base}");
+    let rows = run_source(pipeline("dlq-test", &input, &group, &dlq), |rows| {
+        rows.len() >= 2
+    })
+    .await;
+    let amounts: Vec<Value> = rows.iter().map(|(_, r)| r.values[3].clone()).collect();
+    assert_eq!(
+        amounts,
+        [Value::Decimal(dec("123.45")), Value::Decimal(dec("-5.00"))],
+        "both good rows, in order"
+    );
+
+    let letters = read_until(&dlq, &Default::default(), Duration::from_secs(30), |rs| {
+        rs.len() >= 3
+    })
+    .expect("three dead letters");
+    assert_eq!(letters.len(), 3);
+    for (letter, (offset, (reason, value))) in
+        letters.iter().zip(records.iter().enumerate().skip(1))
+    {
+        assert_eq!(letter.header(headers::REASON).as_deref(), Some(*reason));
+        assert_eq!(
+            letter.header(headers::PIPELINE).as_deref(),
+            Some("dlq-test")
+        );
+        assert_eq!(
+            letter.header(headers::TOPIC).as_deref(),
+            Some(input.as_str())
+        );
+        assert_eq!(letter.header(headers::PARTITION).as_deref(), Some("2"));
+        assert_eq!(letter.header(headers::OFFSET), Some(offset.to_string()));
+        assert!(letter.header(headers::ERROR).is_some_and(|e| !e.is_empty()));
+        assert_eq!(
+            letter.value.as_deref(),
+            *value,
+            "dead letter carries the record unchanged"
+        );
+        assert_eq!(letter.key.as_deref(), Some(&key[..]));
+    }
+    // Everything, the tombstone and the dead letters included, is behind
+    // the committed offset: the stream went on past them.
+    assert_eq!(committed(&group, &input).get(&2), Some(&6));
+}
