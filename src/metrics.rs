@@ -173,11 +173,16 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle, health: Heal
         let handle = handle.clone();
         let health = health.clone();
         tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let n = match stream.read(&mut buf).await {
-                Ok(n) => n,
-                Err(_) => return,
-            };
+            // The request line may arrive in pieces: read up to the end of
+            // the headers (or 8 KiB).
+            let mut buf = vec![0u8; 8192];
+            let mut n = 0;
+            while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf[n..]).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => n += read,
+                }
+            }
             let request = String::from_utf8_lossy(&buf[..n]);
             let path = request.split_whitespace().nth(1).unwrap_or("");
             let (status, content_type, body) = match path {

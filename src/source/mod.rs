@@ -12,10 +12,11 @@
 //! a revocation drains the leaving partitions' actors and commits their
 //! offsets before the partitions are given up.
 //!
-//! Offsets: a partition actor stores the offset after the last batch whose
-//! effects are durable ([`offsets::CompletionTracker`]); librdkafka commits
-//! stored offsets every second, and synchronously on revocation and
-//! shutdown. Backpressure: a partition with too many batches in flight is
+//! Offsets: a partition actor reports the offset after the last batch whose
+//! effects are durable ([`offsets::CompletionTracker`]); the poll thread
+//! commits those every second, and on revocation and shutdown, always
+//! synchronously and from that one thread, so no commit can overtake
+//! another. Backpressure: a partition with too many batches in flight is
 //! paused until its actor catches up, so memory stays bounded.
 
 pub mod batch;
@@ -52,6 +53,8 @@ const MAX_BATCH_RECORDS: usize = 2_000;
 const MAX_BATCH_BYTES: usize = 4 << 20;
 /// Batches a partition may have in flight before it is paused.
 const MAX_IN_FLIGHT: usize = 16;
+/// How often durable progress is committed.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a revocation or shutdown waits for a partition to drain.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -99,11 +102,12 @@ pub fn consumer_config(pipeline: &Pipeline) -> ClientConfig {
         .set("auto.offset.reset", source.start_from.as_str())
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("enable.partition.eof", "false")
-        // Offsets are stored by the partition actors once a batch's effects
-        // are durable, never by librdkafka when a record is handed out.
+        // Offsets are committed by the poll thread, synchronously, once a
+        // batch's effects are durable: never by librdkafka when a record is
+        // handed out, and never by a background commit that could land
+        // after a revocation's commit and move the group's offset back.
         .set("enable.auto.offset.store", "false")
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000");
+        .set("enable.auto.commit", "false");
     config
 }
 
@@ -174,6 +178,8 @@ struct PartitionSlot {
     epoch: u64,
     paused: bool,
     pending: Option<RecordBatch>,
+    /// Durable progress not committed yet: the next offset to read.
+    uncommitted: Option<i64>,
 }
 
 #[derive(Default)]
@@ -256,19 +262,6 @@ impl ConsumerContext for SourceContext {
             Rebalance::Error(e) => warn!(pipeline = %self.name, error = %e, "rebalance error"),
         }
     }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        match result {
-            Ok(()) => debug!(pipeline = %self.name, ?offsets, "offsets committed"),
-            // Nothing stored since the last commit is not an error.
-            Err(rdkafka::error::KafkaError::ConsumerCommit(
-                rdkafka::types::RDKafkaErrorCode::NoOffset,
-            )) => {}
-            Err(e) => {
-                warn!(pipeline = %self.name, error = %e, "offset commit failed; it is retried with the next one")
-            }
-        }
-    }
 }
 
 fn partition_list(parts: &[(Arc<str>, i32)]) -> Vec<String> {
@@ -305,6 +298,7 @@ impl SourceContext {
                     epoch: 0,
                     paused: false,
                     pending: None,
+                    uncommitted: None,
                 },
             );
         }
@@ -381,9 +375,14 @@ fn poll_loop(
     let ctx = consumer.context();
     let name = ctx.name.clone();
     let mut read_since_dispatch = 0usize;
+    let mut last_commit = Instant::now();
     while !shutdown.load(Ordering::SeqCst) {
         while let Ok(request) = control.try_recv() {
             apply_control(&consumer, request);
+        }
+        if last_commit.elapsed() >= COMMIT_INTERVAL {
+            commit_progress(&consumer);
+            last_commit = Instant::now();
         }
         let timeout = if read_since_dispatch == 0 {
             Duration::from_millis(100)
@@ -430,9 +429,6 @@ fn poll_loop(
         Err(_) => Vec::new(),
     };
     ctx.retire(&consumer, &all);
-    while let Ok(request) = control.try_recv() {
-        apply_control(&consumer, request);
-    }
     consumer.unsubscribe();
     info!(pipeline = %name, "left the consumer group");
 }
@@ -475,6 +471,28 @@ fn pause_or_resume(consumer: &BaseConsumer<SourceContext>, name: &str, state: &m
     }
 }
 
+/// Commits the durable progress of every partition that made some.
+fn commit_progress(consumer: &BaseConsumer<SourceContext>) {
+    let ctx = consumer.context();
+    let mut tpl = TopicPartitionList::new();
+    if let Ok(mut state) = ctx.state.lock() {
+        for ((topic, partition), slot) in state.partitions.iter_mut() {
+            if let Some(next) = slot.uncommitted.take() {
+                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(next));
+            }
+        }
+    }
+    if tpl.count() == 0 {
+        return;
+    }
+    match consumer.commit(&tpl, CommitMode::Sync) {
+        Ok(()) => debug!(pipeline = %ctx.name, offsets = ?commit_list(&tpl), "committed"),
+        Err(e) => {
+            warn!(pipeline = %ctx.name, error = %e, "offset commit failed; the next one includes it")
+        }
+    }
+}
+
 fn apply_control(consumer: &BaseConsumer<SourceContext>, request: Control) {
     let ctx = consumer.context();
     match request {
@@ -483,15 +501,11 @@ fn apply_control(consumer: &BaseConsumer<SourceContext>, request: Control) {
             partition,
             next,
         } => {
-            // Not store_offset: librdkafka's rd_kafka_offset_store adds 1
-            // to what it is given. A partition revoked meanwhile refuses
-            // the store: its drain already committed.
-            let mut tpl = TopicPartitionList::new();
-            let stored = tpl
-                .add_partition_offset(&topic, partition, Offset::Offset(next))
-                .and_then(|()| consumer.store_offsets(&tpl));
-            if let Err(e) = stored {
-                debug!(pipeline = %ctx.name, topic = %topic, partition, error = %e, "offset not stored");
+            // A partition revoked meanwhile has no slot: its drain committed.
+            if let Ok(mut state) = ctx.state.lock() {
+                if let Some(slot) = state.partitions.get_mut(&(topic, partition)) {
+                    slot.uncommitted = Some(next);
+                }
             }
         }
         Control::Rewind {

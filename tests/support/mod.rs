@@ -276,6 +276,7 @@ pub fn producer() -> rdkafka::producer::FutureProducer {
     ClientConfig::new()
         .set("bootstrap.servers", kafka_brokers())
         .set("partitioner", "murmur2_random")
+        .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .create()
         .expect("producer")
@@ -392,4 +393,161 @@ fn base64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Deletes topics a test created (best effort: a leftover is harmless).
+pub async fn delete_topics(names: &[&str]) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    let admin: Result<AdminClient<rdkafka::client::DefaultClientContext>, _> = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create();
+    if let Ok(admin) = admin {
+        let _ = admin.delete_topics(names, &AdminOptions::new()).await;
+    }
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A `vigil run` process for one pipeline file, killed when dropped.
+pub struct Vigil {
+    child: std::process::Child,
+    pub metrics_addr: String,
+    log: std::path::PathBuf,
+}
+
+impl Vigil {
+    pub fn start(pipeline_file: &std::path::Path, name: &str) -> Vigil {
+        let metrics_addr = format!("127.0.0.1:{}", free_port());
+        let log = pipeline_file.with_extension(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .arg("run")
+            .arg(pipeline_file)
+            .args(["--metrics-addr", &metrics_addr])
+            .env("RUST_LOG", "info")
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out)
+            .spawn()
+            .expect("vigil starts");
+        Vigil {
+            child,
+            metrics_addr,
+            log,
+        }
+    }
+
+    /// The Prometheus text of this process (empty until it answers).
+    pub fn metrics(&self) -> String {
+        http_get(&self.metrics_addr, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
+    /// Sum of every series of `name` (all labels) in this process.
+    pub fn metric(&self, name: &str) -> f64 {
+        metric_sum(&self.metrics(), name)
+    }
+
+    pub fn health(&self) -> Option<u16> {
+        http_get(&self.metrics_addr, "/health").map(|(status, _)| status)
+    }
+
+    /// SIGTERM, then the exit status (within 60 s).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "vigil did not stop within 60 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Vigil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP GET: (status, body).
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Sum of every series of metric `name` in Prometheus text.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Waits up to `wait` for `condition`, polling every 200 ms.
+pub fn eventually(wait: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    condition()
+}
+
+/// A pipeline file for a test, in a fresh temporary folder.
+pub fn pipeline_file(
+    name: &str,
+    topic: &str,
+    group: &str,
+    alerts: &str,
+    dead_letters: &str,
+) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vigil-test-{name}"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("pipeline.yaml");
+    let text = format!(
+        "name: {name}\n\
+         source: {{brokers: '{brokers}', topics: [{topic}], group: {group}, start_from: earliest}}\n\
+         format: {{type: debezium-json}}\n\
+         rows: {{key: user_id, event_time: created_at}}\n\
+         detectors: [{{type: spend_anomaly}}, {{type: velocity_score}}]\n\
+         sink: {{alerts: {alerts}, dead_letters: {dead_letters}}}\n",
+        brokers = kafka_brokers()
+    );
+    std::fs::write(&path, text).expect("pipeline file written");
+    path
 }
