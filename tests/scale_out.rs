@@ -108,7 +108,58 @@ async fn partitions_are_shared_and_move_without_skipping_a_record() {
             v.log()
         );
     }
+    assert_eq!(ends.len(), 8);
+    assert!(
+        ends.values().all(|&end| end > 0),
+        "all 8 partitions flowed: {ends:?}"
+    );
     let committed = committed(&format!("vigil-test-scale-{base}"), &topic);
     assert_eq!(committed, ends, "the group committed every record");
+    delete_topics(&[&topic, &alerts, &dlq]).await;
+}
+
+/// Per-user state is only right when a user's rows share a partition: a
+/// key seen on two partitions is counted and named in a warning that says
+/// how to fix the topic's keying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_on_two_partitions_is_reported() {
+    let base = unique_base();
+    let name = format!("align-{base}");
+    let topic = format!("vigil-test-align-{base}");
+    let (alerts, dlq) = (format!("{topic}-alerts"), format!("{topic}-dlq"));
+    for (t, p) in [(&topic, 2), (&alerts, 1), (&dlq, 1)] {
+        create_topic(t, p).await;
+    }
+    let producer = producer();
+    let (key, value) = transaction_envelope(base, 1, 100);
+    send(&producer, &topic, Some(0), Some(&key), Some(&value)).await;
+    send(&producer, &topic, Some(1), Some(&key), Some(&value)).await;
+    let (other_key, other_value) = transaction_envelope(base + 1, 2, 100);
+    send(
+        &producer,
+        &topic,
+        Some(1),
+        Some(&other_key),
+        Some(&other_value),
+    )
+    .await;
+
+    let file = pipeline_file(&name, &topic, &name, &alerts, &dlq);
+    let mut vigil = Vigil::start(&file, "a");
+    let reported = eventually(Duration::from_secs(60), || {
+        vigil.metric("vigil_rows_total") >= 3.0
+    });
+    assert!(reported, "rows read:\n{}", vigil.log());
+    assert_eq!(
+        vigil.metric("vigil_key_misalignments_total"),
+        1.0,
+        "one row of a misplaced key"
+    );
+    assert!(vigil.terminate().success());
+    assert!(
+        vigil.log().contains("message.key.columns"),
+        "the warning names the fix:\n{}",
+        vigil.log()
+    );
     delete_topics(&[&topic, &alerts, &dlq]).await;
 }

@@ -6,6 +6,7 @@
 mod support;
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,14 +18,18 @@ use vigil::dead_letter::{durable_producer_config, headers, DeadLetters};
 use vigil::decode::DecodeOptions;
 use vigil::metrics::Health;
 use vigil::row::{Key, Row, Value};
-use vigil::source::{Downstream, Source, SourceParts};
+use vigil::source::{BatchError, Downstream, Source, SourceParts};
 use vigil::time::EventTime;
 
 use support::*;
 
-/// Collects every row handed downstream.
+/// Collects every row handed downstream; optionally refuses the first
+/// batch with a passing error, as a downstream actor that went away would.
 #[derive(Default)]
-struct Collect(Mutex<Vec<(i32, Row)>>);
+struct Collect {
+    rows: Mutex<Vec<(i32, Row)>>,
+    failures_left: AtomicUsize,
+}
 
 impl Downstream for Collect {
     fn process(
@@ -32,8 +37,15 @@ impl Downstream for Collect {
         _topic: Arc<str>,
         partition: i32,
         rows: Vec<Row>,
-    ) -> BoxFuture<'static, Result<(), String>> {
-        if let Ok(mut all) = self.0.lock() {
+    ) -> BoxFuture<'static, Result<(), BatchError>> {
+        let fail = self
+            .failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fail {
+            return Box::pin(async { Err(BatchError::Retry("downstream went away".into())) });
+        }
+        if let Ok(mut all) = self.rows.lock() {
             all.extend(rows.into_iter().map(|r| (partition, r)));
         }
         Box::pin(async { Ok(()) })
@@ -42,7 +54,7 @@ impl Downstream for Collect {
 
 impl Collect {
     fn rows(&self) -> Vec<(i32, Row)> {
-        self.0.lock().expect("rows").clone()
+        self.rows.lock().expect("rows").clone()
     }
 }
 
@@ -62,9 +74,16 @@ fn pipeline(name: &str, topic: &str, group: &str, dead_letters: &str) -> Pipelin
 /// Runs a source for `pipeline` until `done` holds for the collected rows
 /// (or 60 s pass), then stops it (drain and commit) and returns the rows.
 async fn run_source(pipeline: Pipeline, done: impl Fn(&[(i32, Row)]) -> bool) -> Vec<(i32, Row)> {
+    run_source_into(pipeline, Arc::new(Collect::default()), done).await
+}
+
+async fn run_source_into(
+    pipeline: Pipeline,
+    collect: Arc<Collect>,
+    done: impl Fn(&[(i32, Row)]) -> bool,
+) -> Vec<(i32, Row)> {
     {
         let arbiters: Vec<Arbiter> = (0..2).map(|_| Arbiter::new()).collect();
-        let collect = Arc::new(Collect::default());
         let producer =
             durable_producer_config(&pipeline.source.brokers, &pipeline.source.properties)
                 .create()
@@ -248,4 +267,47 @@ async fn malformed_records_are_dead_lettered_and_the_stream_goes_on() {
     // Everything, the tombstone and the dead letters included, is behind
     // the committed offset: the stream went on past them.
     assert_eq!(committed(&group, &input).get(&2), Some(&6));
+}
+
+/// A batch whose downstream fails with a passing error: the partition
+/// actor is restarted by its supervisor, the partition is rewound, and the
+/// batch is read again: every row arrives once, nothing is skipped.
+#[actix_rt::test]
+async fn a_failed_partition_actor_restarts_and_reads_its_batch_again() {
+    let base = unique_base();
+    let input = format!("vigil-test-restart-{base}");
+    let dlq = format!("{input}-dlq");
+    create_topic(&input, 1).await;
+    create_topic(&dlq, 1).await;
+    let producer = producer();
+    for id in 1..=5 {
+        let (key, value) = transaction_envelope(base, id, id * 100);
+        send(&producer, &input, Some(0), Some(&key), Some(&value)).await;
+    }
+    let collect = Arc::new(Collect {
+        failures_left: AtomicUsize::new(1),
+        ..Collect::default()
+    });
+    let group = format!("vigil-test-restart-{base}");
+    let rows = run_source_into(
+        pipeline("restart-test", &input, &group, &dlq),
+        Arc::clone(&collect),
+        |rows| rows.len() >= 5,
+    )
+    .await;
+    assert_eq!(
+        collect.failures_left.load(Ordering::SeqCst),
+        0,
+        "the first batch failed once"
+    );
+    let amounts: Vec<Value> = rows.iter().map(|(_, r)| r.values[3].clone()).collect();
+    let expected: Vec<Value> = (1..=5)
+        .map(|i| Value::Decimal(Decimal::new(i * 100, 2)))
+        .collect();
+    assert_eq!(
+        amounts, expected,
+        "each row once, in order, after the restart"
+    );
+    assert_eq!(committed(&group, &input).get(&0), Some(&5));
+    delete_topics(&[&input, &dlq]).await;
 }

@@ -58,17 +58,29 @@ const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a revocation or shutdown waits for a partition to drain.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Why a batch's effects could not be made durable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// Passing: the partition actor is restarted by its supervisor and
+    /// reads the batch again from the last durable offset.
+    #[error("{0}")]
+    Retry(String),
+    /// Final (e.g. a delivery that failed after all of librdkafka's
+    /// retries): the pipeline stops without committing past the batch.
+    #[error("{0}")]
+    Fatal(String),
+}
+
 /// What happens to decoded rows: the detectors, in a full pipeline.
 pub trait Downstream: Send + Sync + 'static {
     /// Processes one batch of a partition's rows, in order. The future
-    /// resolves once every effect of the rows is durable; an error stops
-    /// the pipeline without committing past the batch.
+    /// resolves once every effect of the rows is durable.
     fn process(
         &self,
         topic: Arc<str>,
         partition: i32,
         rows: Vec<Row>,
-    ) -> BoxFuture<'static, Result<(), String>>;
+    ) -> BoxFuture<'static, Result<(), BatchError>>;
 
     /// The partition left this process: state kept for it may go.
     fn revoked(&self, _topic: &str, _partition: i32) {}
@@ -78,7 +90,12 @@ pub trait Downstream: Send + Sync + 'static {
 pub struct CountRows;
 
 impl Downstream for CountRows {
-    fn process(&self, _: Arc<str>, _: i32, _: Vec<Row>) -> BoxFuture<'static, Result<(), String>> {
+    fn process(
+        &self,
+        _: Arc<str>,
+        _: i32,
+        _: Vec<Row>,
+    ) -> BoxFuture<'static, Result<(), BatchError>> {
         Box::pin(async { Ok(()) })
     }
 }

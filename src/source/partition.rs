@@ -22,7 +22,7 @@ use tracing::{error, warn};
 
 use super::batch::RecordBatch;
 use super::offsets::CompletionTracker;
-use super::{Control, Downstream};
+use super::{BatchError, Control, Downstream};
 use crate::dead_letter::{DeadLetters, Origin};
 use crate::decode::{DecodeError, DecodeOptions, Decoded, Decoder};
 use crate::metrics::{names, Health};
@@ -54,6 +54,8 @@ pub(crate) struct PartitionActor {
     first_offset: Option<i64>,
     /// A rewind is due on restart (the actor stopped on a failure).
     failed: bool,
+    /// A batch failed for good: no further batches, drains answer at once.
+    fatal: bool,
     drain_waiters: Vec<mpsc::Sender<Option<i64>>>,
     last_misalignment_warning: Option<Instant>,
     labels: Labels,
@@ -81,6 +83,7 @@ impl PartitionActor {
             epoch: 0,
             first_offset: None,
             failed: false,
+            fatal: false,
             drain_waiters: Vec::new(),
             last_misalignment_warning: None,
             labels,
@@ -191,7 +194,7 @@ impl PartitionActor {
     }
 
     fn answer_drains(&mut self) {
-        if self.tracker.in_flight() == 0 {
+        if self.tracker.in_flight() == 0 || self.fatal {
             for waiter in self.drain_waiters.drain(..) {
                 let _ = waiter.send(self.tracker.committable());
             }
@@ -253,8 +256,9 @@ impl Handler<Batch> for PartitionActor {
     type Result = ();
 
     fn handle(&mut self, Batch(batch): Batch, ctx: &mut Context<Self>) {
-        if batch.epoch != self.epoch {
-            // Read before a rewind: it will be read again.
+        if batch.epoch != self.epoch || self.fatal {
+            // Read before a rewind: it will be read again (or, after a
+            // fatal error, by the partition's next owner).
             self.setup.in_flight.fetch_sub(1, Ordering::SeqCst);
             return;
         }
@@ -309,7 +313,7 @@ impl Handler<Batch> for PartitionActor {
                     Ok(reason) => {
                         metrics::counter!(names::DEAD_LETTERS, "pipeline" => pipeline.clone(), "reason" => reason).increment(1)
                     }
-                    Err(e) => return Err(format!("dead letter not delivered: {e}")),
+                    Err(e) => return Err(BatchError::Fatal(format!("dead letter not delivered: {e}"))),
                 }
             }
             downstream.process(topic, partition, rows).await
@@ -321,15 +325,25 @@ impl Handler<Batch> for PartitionActor {
                         .record(started.elapsed().as_secs_f64());
                     actor.batch_done(seq, epoch);
                 }
-                Err(reason) => {
+                Err(BatchError::Retry(reason)) if epoch == actor.epoch => {
+                    warn!(pipeline = %actor.labels.pipeline, topic = %actor.labels.topic,
+                        partition = actor.setup.partition, %reason,
+                        "batch failed; restarting the partition actor to read it again");
+                    actor.failed = true;
+                    ctx.stop();
+                }
+                Err(BatchError::Retry(_)) => {}
+                Err(BatchError::Fatal(reason)) => {
                     // Never commit past a batch whose effects were lost:
                     // the pipeline stops loudly and the batch is read again
-                    // by whoever consumes next.
+                    // by whoever consumes next. This partition takes no
+                    // further batches.
                     error!(pipeline = %actor.labels.pipeline, topic = %actor.labels.topic,
                         partition = actor.setup.partition, %reason, "pipeline failed");
                     actor.setup.health.failed(&actor.labels.pipeline, reason.clone());
                     let _ = actor.setup.fatal.send(format!("{}: {reason}", actor.labels.pipeline));
-                    ctx.stop();
+                    actor.fatal = true;
+                    actor.answer_drains();
                 }
             }
         }));
