@@ -65,11 +65,7 @@ pub struct DeadLetters {
 
 impl DeadLetters {
     pub fn new(producer: FutureProducer, topic: String, pipeline: String) -> Self {
-        DeadLetters {
-            producer,
-            topic,
-            pipeline,
-        }
+        DeadLetters { producer, topic, pipeline }
     }
 
     /// Sends one dead letter and waits until Kafka acknowledges it.
@@ -84,32 +80,13 @@ impl DeadLetters {
         let offset = origin.offset.to_string();
         let message = error.to_string();
         let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: headers::REASON,
-                value: Some(error.reason()),
-            })
-            .insert(Header {
-                key: headers::ERROR,
-                value: Some(&message),
-            })
-            .insert(Header {
-                key: headers::PIPELINE,
-                value: Some(&self.pipeline),
-            })
-            .insert(Header {
-                key: headers::TOPIC,
-                value: Some(origin.topic),
-            })
-            .insert(Header {
-                key: headers::PARTITION,
-                value: Some(&partition),
-            })
-            .insert(Header {
-                key: headers::OFFSET,
-                value: Some(&offset),
-            });
-        let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&self.topic).headers(headers);
+            .insert(Header { key: headers::REASON, value: Some(error.reason()) })
+            .insert(Header { key: headers::ERROR, value: Some(&message) })
+            .insert(Header { key: headers::PIPELINE, value: Some(&self.pipeline) })
+            .insert(Header { key: headers::TOPIC, value: Some(origin.topic) })
+            .insert(Header { key: headers::PARTITION, value: Some(&partition) })
+            .insert(Header { key: headers::OFFSET, value: Some(&offset) });
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(headers);
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -117,10 +94,6 @@ impl DeadLetters {
             record = record.payload(v);
         }
         // Waits for queue space rather than failing when the queue is full.
-        self.producer
-            .send(record, Duration::from_secs(60))
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| e)
+        self.producer.send(record, Duration::from_secs(60)).await.map(|_| ()).map_err(|(e, _)| e)
     }
 }

@@ -7,11 +7,14 @@
 //! PostgreSQL. Pipelines are YAML files (`pipelines/`).
 //!
 //! # Layout
+//! - [`alert`]: the alert JSON, its deterministic id, and its producer.
 //! - [`config`]: pipeline files: strict parsing, `${VAR}` interpolation,
 //!   validation that reports every problem with its path.
 //! - [`decode`]: Debezium records (JSON, with or without schema,
 //!   flattened or not) to typed rows, exactly; bad records to errors with
 //!   a reason.
+//! - [`detect`]: the detectors (pure rules over per-user state), the shard
+//!   actors that own the users and send alerts, and the router to them.
 //! - [`dead_letter`]: undecodable records to the dead-letter topic, with
 //!   the reason and origin in headers.
 //! - [`metrics`]: metric names, the Prometheus recorder, `/metrics` and
@@ -23,9 +26,11 @@
 //!   actor per assigned partition; offsets committed only when durable.
 //! - [`time`]: event time (µs since the epoch, UTC) and its ISO-8601 form.
 
+pub mod alert;
 pub mod config;
 pub mod dead_letter;
 pub mod decode;
+pub mod detect;
 pub mod metrics;
 pub mod row;
 pub mod run;

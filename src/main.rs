@@ -50,11 +50,7 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Validate { files } => validate(&files),
-        Command::Run {
-            files,
-            metrics_addr,
-            workers,
-        } => run(&files, metrics_addr, workers),
+        Command::Run { files, metrics_addr, workers } => run(&files, metrics_addr, workers),
     }
 }
 
@@ -83,15 +79,8 @@ fn run(files: &[PathBuf], metrics_addr: SocketAddr, workers: Option<usize>) -> E
         eprintln!("not started: fix the pipeline files above (vigil validate FILE...)");
         return ExitCode::FAILURE;
     }
-    let workers =
-        workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    match vigil::run::run(
-        pipelines,
-        vigil::run::RunOptions {
-            metrics_addr,
-            workers,
-        },
-    ) {
+    let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    match vigil::run::run(pipelines, vigil::run::RunOptions { metrics_addr, workers }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -119,11 +108,7 @@ fn validate(files: &[PathBuf]) -> ExitCode {
     if failed == 0 {
         ExitCode::SUCCESS
     } else {
-        eprintln!(
-            "{failed} of {} pipeline file{} refused",
-            files.len(),
-            if files.len() == 1 { "" } else { "s" }
-        );
+        eprintln!("{failed} of {} pipeline file{} refused", files.len(), if files.len() == 1 { "" } else { "s" });
         ExitCode::FAILURE
     }
 }

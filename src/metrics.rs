@@ -29,6 +29,8 @@ pub mod names {
     pub const KEY_MISALIGNMENTS: &str = "vigil_key_misalignments_total";
     pub const PAUSED_PARTITIONS: &str = "vigil_paused_partitions";
     pub const REBALANCES: &str = "vigil_rebalances_total";
+    pub const ALERTS: &str = "vigil_alerts_total";
+    pub const TRACKED_USERS: &str = "vigil_tracked_users";
 }
 
 /// Installs the global Prometheus recorder and describes every metric.
@@ -37,10 +39,7 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         // Batches take from tens of microseconds to seconds.
         .set_buckets_for_metric(
             Matcher::Suffix("_seconds".into()),
-            &[
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                1.0, 2.5, 5.0,
-            ],
+            &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
         )?
         .install_recorder()?;
     describe();
@@ -51,62 +50,26 @@ fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     use names::*;
     describe_counter!(RECORDS, Unit::Count, "Kafka records read, per partition");
-    describe_counter!(
-        RECORD_BYTES,
-        Unit::Bytes,
-        "Bytes of keys and values read, per partition"
-    );
+    describe_counter!(RECORD_BYTES, Unit::Bytes, "Bytes of keys and values read, per partition");
     describe_counter!(ROWS, Unit::Count, "Rows decoded, by op");
     describe_counter!(
         SKIPPED,
         Unit::Count,
         "Records skipped on purpose, by reason (tombstone, truncate, message, op_not_read)"
     );
-    describe_counter!(
-        DECODE_ERRORS,
-        Unit::Count,
-        "Records that could not be decoded, by reason"
-    );
+    describe_counter!(DECODE_ERRORS, Unit::Count, "Records that could not be decoded, by reason");
     describe_counter!(
         DEAD_LETTERS,
         Unit::Count,
         "Records written to the dead-letter topic and acknowledged, by reason"
     );
-    describe_gauge!(
-        ASSIGNED_PARTITIONS,
-        Unit::Count,
-        "Partitions assigned to this process"
-    );
-    describe_histogram!(
-        BATCH_SECONDS,
-        Unit::Seconds,
-        "Time to decode a batch and make its effects durable"
-    );
-    describe_gauge!(
-        CONSUMER_LAG,
-        Unit::Count,
-        "Records behind the partition's end, per partition"
-    );
-    describe_counter!(
-        ACTOR_RESTARTS,
-        Unit::Count,
-        "Partition actors restarted by their supervisor"
-    );
-    describe_counter!(
-        KEY_MISALIGNMENTS,
-        Unit::Count,
-        "Rows whose key was seen on another partition before"
-    );
-    describe_gauge!(
-        PAUSED_PARTITIONS,
-        Unit::Count,
-        "Partitions paused because their batches are not done yet"
-    );
-    describe_counter!(
-        REBALANCES,
-        Unit::Count,
-        "Consumer group rebalances, by kind (assign, revoke)"
-    );
+    describe_gauge!(ASSIGNED_PARTITIONS, Unit::Count, "Partitions assigned to this process");
+    describe_histogram!(BATCH_SECONDS, Unit::Seconds, "Time to decode a batch and make its effects durable");
+    describe_gauge!(CONSUMER_LAG, Unit::Count, "Records behind the partition's end, per partition");
+    describe_counter!(ACTOR_RESTARTS, Unit::Count, "Partition actors restarted by their supervisor");
+    describe_counter!(KEY_MISALIGNMENTS, Unit::Count, "Rows whose key was seen on another partition before");
+    describe_gauge!(PAUSED_PARTITIONS, Unit::Count, "Partitions paused because their batches are not done yet");
+    describe_counter!(REBALANCES, Unit::Count, "Consumer group rebalances, by kind (assign, revoke)");
 }
 
 /// Whether each pipeline is consuming, for `/health`.
@@ -138,10 +101,7 @@ impl Health {
 
     /// `Ok` when every pipeline consumes; otherwise the ones that do not.
     pub fn check(&self) -> Result<String, String> {
-        let map = self
-            .pipelines
-            .lock()
-            .map_err(|_| "health state poisoned".to_owned())?;
+        let map = self.pipelines.lock().map_err(|_| "health state poisoned".to_owned())?;
         let mut ok = String::new();
         let mut bad = String::new();
         for (name, state) in map.iter() {
@@ -191,11 +151,7 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle, health: Heal
                     Ok(text) => ("200 OK", "text/plain", text),
                     Err(text) => ("503 Service Unavailable", "text/plain", text),
                 },
-                _ => (
-                    "404 Not Found",
-                    "text/plain",
-                    "try /metrics or /health\n".into(),
-                ),
+                _ => ("404 Not Found", "text/plain", "try /metrics or /health\n".into()),
             };
             let response = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -223,9 +179,6 @@ mod tests {
         h.consuming("b");
         assert_eq!(h.check(), Ok("a: consuming\nb: consuming\n".into()));
         h.failed("a", "alert delivery failed".into());
-        assert!(h
-            .check()
-            .expect_err("a failed")
-            .contains("a: alert delivery failed"));
+        assert!(h.check().expect_err("a failed").contains("a: alert delivery failed"));
     }
 }

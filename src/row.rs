@@ -38,9 +38,7 @@ pub struct Projection {
 
 impl Projection {
     pub fn new(columns: Vec<String>) -> Self {
-        Projection {
-            columns: columns.into(),
-        }
+        Projection { columns: columns.into() }
     }
 
     pub fn columns(&self) -> &[String] {

@@ -2,7 +2,8 @@
 //!
 //! Order of start: the metrics address is bound first (a taken port is
 //! refused before anything joins a group), then the worker arbiters, then
-//! per pipeline its dead-letter producer and its source. Order of stop, on
+//! per pipeline its producer (alerts and dead letters), its detector shards
+//! (one per worker) and its source. Order of stop, on
 //! SIGINT/SIGTERM or when a pipeline fails for good: every source stops
 //! consuming, drains its partitions and commits; the producers flush; the
 //! arbiters stop.
@@ -19,11 +20,19 @@ use rdkafka::ClientConfig;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
+use std::sync::atomic::AtomicI64;
+
+use actix::Actor;
+
+use crate::alert::AlertSink;
 use crate::config::Pipeline;
 use crate::dead_letter::{durable_producer_config, DeadLetters};
 use crate::decode::DecodeOptions;
+use crate::detect::router::DetectorRouter;
+use crate::detect::shard::{DetectorShard, ShardSetup};
+use crate::detect::Detectors;
 use crate::metrics::{self, Health};
-use crate::source::{CountRows, Source, SourceParts};
+use crate::source::{Source, SourceParts};
 
 /// Settings of the process (the pipelines have their own files).
 pub struct RunOptions {
@@ -47,30 +56,25 @@ async fn run_inside(pipelines: Vec<Pipeline>, options: RunOptions) -> anyhow::Re
     actix::spawn(metrics::serve(listener, handle, health.clone()));
     info!(addr = %options.metrics_addr, "metrics on /metrics, health on /health");
 
-    let arbiters: Vec<Arbiter> = (0..options.workers.max(1))
-        .map(|_| Arbiter::new())
-        .collect();
+    let arbiters: Vec<Arbiter> = (0..options.workers.max(1)).map(|_| Arbiter::new()).collect();
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut running = Vec::new();
     for pipeline in pipelines {
         let pipeline = Arc::new(pipeline);
         health.register(&pipeline.name);
         check_topics(&pipeline).await?;
-        let producer: FutureProducer =
-            durable_producer_config(&pipeline.source.brokers, &pipeline.source.properties)
-                .set("client.id", format!("vigil-{}-dead-letters", pipeline.name))
-                .create()
-                .with_context(|| format!("{}: creating the dead-letter producer", pipeline.name))?;
-        let dead_letters = DeadLetters::new(
-            producer.clone(),
-            pipeline.sink.dead_letters.clone(),
-            pipeline.name.clone(),
-        );
-        warn!(pipeline = %pipeline.name, "detectors are not evaluated yet in this build: rows are decoded, counted and committed");
+        let producer: FutureProducer = durable_producer_config(&pipeline.source.brokers, &pipeline.source.properties)
+            .set("client.id", format!("vigil-{}", pipeline.name))
+            .create()
+            .with_context(|| format!("{}: creating the producer", pipeline.name))?;
+        let dead_letters =
+            DeadLetters::new(producer.clone(), pipeline.sink.dead_letters.clone(), pipeline.name.clone());
+        let decode = DecodeOptions::for_pipeline(&pipeline);
+        let router = start_shards(&pipeline, &decode, &arbiters, &producer);
         let source = Source::start(SourceParts {
             pipeline: Arc::clone(&pipeline),
-            decode: DecodeOptions::for_pipeline(&pipeline),
-            downstream: Arc::new(CountRows),
+            decode,
+            downstream: Arc::new(router),
             dead_letters,
             arbiters: arbiters.iter().map(Arbiter::handle).collect(),
             health: health.clone(),
@@ -114,6 +118,38 @@ async fn run_inside(pipelines: Vec<Pipeline>, options: RunOptions) -> anyhow::Re
     }
 }
 
+/// One detector shard per worker, each owning the users of the partitions
+/// placed on that worker.
+fn start_shards(
+    pipeline: &Pipeline,
+    decode: &DecodeOptions,
+    arbiters: &[Arbiter],
+    producer: &FutureProducer,
+) -> DetectorRouter {
+    let projection = &decode.projection;
+    let setup = Arc::new(ShardSetup {
+        pipeline: pipeline.name.clone(),
+        detectors: Arc::new(Detectors::for_pipeline(pipeline, projection)),
+        primary_key: pipeline
+            .rows
+            .primary_key
+            .iter()
+            .filter_map(|c| projection.index(c).map(|i| (c.clone(), i)))
+            .collect(),
+        alerting_ops: pipeline.rows.ops.clone(),
+        alerts: AlertSink::new(producer.clone(), pipeline.sink.alerts.clone()),
+        tracked_users: Arc::new(AtomicI64::new(0)),
+    });
+    let shards = arbiters
+        .iter()
+        .map(|arbiter| {
+            let setup = Arc::clone(&setup);
+            DetectorShard::start_in_arbiter(&arbiter.handle(), move |_| DetectorShard::new(setup))
+        })
+        .collect();
+    DetectorRouter::new(shards)
+}
+
 /// The topics a pipeline reads and writes must exist: the broker is not
 /// expected to create them, and a typo should stop the start, not the run.
 async fn check_topics(pipeline: &Pipeline) -> anyhow::Result<()> {
@@ -126,13 +162,8 @@ async fn check_topics(pipeline: &Pipeline) -> anyhow::Result<()> {
         .create()
         .with_context(|| format!("{}: creating a metadata client", pipeline.name))?;
     let name = pipeline.name.clone();
-    let wanted: Vec<String> = pipeline
-        .source
-        .topics
-        .iter()
-        .chain([&pipeline.sink.dead_letters, &pipeline.sink.alerts])
-        .cloned()
-        .collect();
+    let wanted: Vec<String> =
+        pipeline.source.topics.iter().chain([&pipeline.sink.dead_letters, &pipeline.sink.alerts]).cloned().collect();
     tokio::task::spawn_blocking(move || {
         let metadata = consumer
             .fetch_metadata(None, Duration::from_secs(15))

@@ -26,8 +26,7 @@ impl EventTime {
     }
 
     pub fn from_days(days: i64) -> Option<Self> {
-        days.checked_mul(SECONDS_PER_DAY * MICROS_PER_SECOND)
-            .map(EventTime)
+        days.checked_mul(SECONDS_PER_DAY * MICROS_PER_SECOND).map(EventTime)
     }
 
     pub fn micros(self) -> i64 {
@@ -48,12 +47,7 @@ impl EventTime {
             }
             Some(part.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
         };
-        if b[4] != b'-'
-            || b[7] != b'-'
-            || !(b[10] == b'T' || b[10] == b' ')
-            || b[13] != b':'
-            || b[16] != b':'
-        {
+        if b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b' ') || b[13] != b':' || b[16] != b':' {
             return None;
         }
         let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
@@ -182,11 +176,7 @@ mod tests {
         assert_eq!(p("2026-11-25T11:11:12.345678+01:00"), Some(SAMPLE));
         assert_eq!(p("2026-11-25T05:11:12.345678-0500"), Some(SAMPLE));
         assert_eq!(p("2026-11-25 10:11:12.345678Z"), Some(SAMPLE));
-        assert_eq!(
-            p("2026-11-25T10:11:12.3456789Z"),
-            Some(SAMPLE),
-            "nanos floored"
-        );
+        assert_eq!(p("2026-11-25T10:11:12.3456789Z"), Some(SAMPLE), "nanos floored");
         assert_eq!(p("2026-11-25T10:11:12Z"), Some(SAMPLE - 345_678));
         assert_eq!(p("2026-11-25T10:11:12.3Z"), Some(SAMPLE - 45_678));
         assert_eq!(p("1970-01-01T00:00:00Z"), Some(0));
@@ -209,10 +199,7 @@ mod tests {
         ] {
             assert_eq!(EventTime::parse_iso8601(bad), None, "{bad:?}");
         }
-        assert!(
-            EventTime::parse_iso8601("2024-02-29T00:00:00Z").is_some(),
-            "leap day"
-        );
+        assert!(EventTime::parse_iso8601("2024-02-29T00:00:00Z").is_some(), "leap day");
     }
 
     #[test]
@@ -221,24 +208,14 @@ mod tests {
         assert_eq!(EventTime(-1).to_string(), "1969-12-31T23:59:59.999999Z");
         for t in [0, SAMPLE, -86_400_000_001, 951_782_400_000_000] {
             let text = EventTime(t).to_string();
-            assert_eq!(
-                EventTime::parse_iso8601(&text),
-                Some(EventTime(t)),
-                "{text}"
-            );
+            assert_eq!(EventTime::parse_iso8601(&text), Some(EventTime(t)), "{text}");
         }
     }
 
     #[test]
     fn unit_conversions() {
-        assert_eq!(
-            EventTime::from_millis(1_795_601_472_345),
-            Some(EventTime(SAMPLE - 678))
-        );
-        assert_eq!(
-            EventTime::from_nanos(SAMPLE * 1000 + 999),
-            EventTime(SAMPLE)
-        );
+        assert_eq!(EventTime::from_millis(1_795_601_472_345), Some(EventTime(SAMPLE - 678)));
+        assert_eq!(EventTime::from_nanos(SAMPLE * 1000 + 999), EventTime(SAMPLE));
         assert_eq!(EventTime::from_nanos(-1), EventTime(-1));
         assert_eq!(EventTime::from_days(1).map(|t| t.0), Some(86_400_000_000));
     }

@@ -43,11 +43,7 @@ fn keep_fixture(name: &str, record: &Record) {
             continue;
         }
         let kept = std::fs::read(&path).ok();
-        assert_eq!(
-            kept.is_some(),
-            bytes.is_some(),
-            "{path}: presence differs from live record"
-        );
+        assert_eq!(kept.is_some(), bytes.is_some(), "{path}: presence differs from live record");
         if let (Some(kept), Some(live)) = (kept, bytes) {
             let kept: Value = serde_json::from_slice(&kept).expect("fixture is JSON");
             let live: Value = serde_json::from_slice(live).expect("record is JSON");
@@ -66,10 +62,7 @@ fn murmur2_matches_kafka_test_vectors() {
     assert_eq!(murmur2(b"foobar"), -790332482);
     assert_eq!(murmur2(b"a-little-bit-long-string"), -985981536);
     assert_eq!(murmur2(b"a-little-bit-longer-string"), -1486304829);
-    assert_eq!(
-        murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"),
-        -58897971
-    );
+    assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"), -58897971);
     assert_eq!(murmur2(b"abc"), 479470107);
 }
 
@@ -89,11 +82,7 @@ async fn transaction_lifecycle_reaches_kafka_keyed_by_user() {
     let db = postgres().await;
     let user_id = unique_base() as i32;
     let start = end_offsets(TRANSACTIONS_TOPIC).expect("transactions topic exists");
-    assert_eq!(
-        start.len(),
-        8,
-        "dbserver1.public.transactions has 8 partitions"
-    );
+    assert_eq!(start.len(), 8, "dbserver1.public.transactions has 8 partitions");
 
     let row = db
         .query_one(
@@ -105,21 +94,12 @@ async fn transaction_lifecycle_reaches_kafka_keyed_by_user() {
         .await
         .expect("insert");
     let id: i64 = row.get(0);
-    db.execute(
-        "UPDATE transactions SET amount = 4000.10 WHERE id = $1",
-        &[&id],
-    )
-    .await
-    .expect("update");
-    db.execute("DELETE FROM transactions WHERE id = $1", &[&id])
-        .await
-        .expect("delete");
+    db.execute("UPDATE transactions SET amount = 4000.10 WHERE id = $1", &[&id]).await.expect("update");
+    db.execute("DELETE FROM transactions WHERE id = $1", &[&id]).await.expect("delete");
 
     let ours = |r: &Record| r.key.is_some() && r.key_json()["payload"]["user_id"] == user_id;
-    let records = read_until(TRANSACTIONS_TOPIC, &start, WAIT, |rs| {
-        rs.iter().filter(|r| ours(r)).count() >= 4
-    })
-    .expect("Debezium publishes the four records");
+    let records = read_until(TRANSACTIONS_TOPIC, &start, WAIT, |rs| rs.iter().filter(|r| ours(r)).count() >= 4)
+        .expect("Debezium publishes the four records");
     let ours: Vec<&Record> = records.iter().filter(|r| ours(r)).collect();
 
     // Key: {user_id} only, as message.key.columns says; same partition for all.
@@ -129,16 +109,8 @@ async fn transaction_lifecycle_reaches_kafka_keyed_by_user() {
     let key_bytes = ours[0].key.as_deref().expect("key");
     let expected_partition = kafka_partition(key_bytes, 8);
     for r in &ours {
-        assert_eq!(
-            r.partition, expected_partition,
-            "partition of {:?}",
-            r.offset
-        );
-        assert_eq!(
-            r.key.as_deref(),
-            Some(key_bytes),
-            "every change keyed alike"
-        );
+        assert_eq!(r.partition, expected_partition, "partition of {:?}", r.offset);
+        assert_eq!(r.key.as_deref(), Some(key_bytes), "every change keyed alike");
     }
 
     // Create: after image, typed columns, source block.
@@ -168,14 +140,8 @@ async fn transaction_lifecycle_reaches_kafka_keyed_by_user() {
     // Update: REPLICA IDENTITY FULL puts the whole old row in `before`.
     let update = ours[1].value_json().expect("update has a value");
     assert_eq!(update["payload"]["op"], "u");
-    assert_eq!(
-        update["payload"]["before"]["amount"],
-        connect_decimal(-123456)
-    );
-    assert_eq!(
-        update["payload"]["after"]["amount"],
-        connect_decimal(400010)
-    );
+    assert_eq!(update["payload"]["before"]["amount"], connect_decimal(-123456));
+    assert_eq!(update["payload"]["after"]["amount"], connect_decimal(400010));
 
     // Delete: the old row, still carrying user_id; then a tombstone.
     let delete = ours[2].value_json().expect("delete has a value");
@@ -198,21 +164,13 @@ async fn activity_insert_appears_with_op_c() {
     // The topic appears with the table's first change: read from its start
     // if it does not exist yet, filtering by our own id.
     let start = end_offsets(ACTIVITY_TOPIC).unwrap_or_default();
-    db.execute(
-        "INSERT INTO activity (id, name) VALUES ($1, 'Alice')",
-        &[&id],
-    )
-    .await
-    .expect("insert");
+    db.execute("INSERT INTO activity (id, name) VALUES ($1, 'Alice')", &[&id]).await.expect("insert");
 
     let ours = |r: &Record| r.key.is_some() && r.key_json()["payload"]["id"] == id;
-    let records = read_until(ACTIVITY_TOPIC, &start, WAIT, |rs| rs.iter().any(ours))
-        .expect("Debezium publishes the insert");
+    let records =
+        read_until(ACTIVITY_TOPIC, &start, WAIT, |rs| rs.iter().any(ours)).expect("Debezium publishes the insert");
     let record = records.iter().find(|r| ours(r)).expect("found");
     let value = record.value_json().expect("value");
     assert_eq!(value["payload"]["op"], "c");
-    assert_eq!(
-        value["payload"]["after"],
-        json!({ "id": id, "name": "Alice", "email": null })
-    );
+    assert_eq!(value["payload"]["after"], json!({ "id": id, "name": "Alice", "email": null }));
 }

@@ -41,50 +41,17 @@ fn kafka_walkthrough_through_scripts_kafka() {
     let group = format!("walkthrough-group-{run}");
     let t = topic.as_str();
 
-    kafka(
-        &[
-            "topics",
-            "--create",
-            "--topic",
-            t,
-            "--partitions",
-            "4",
-            "--replication-factor",
-            "1",
-        ],
-        None,
-    );
+    kafka(&["topics", "--create", "--topic", t, "--partitions", "4", "--replication-factor", "1"], None);
 
     let listed = kafka(&["topics", "--list"], None);
     assert!(listed.lines().any(|l| l == t), "{t} listed in:\n{listed}");
 
     let described = kafka(&["topics", "--describe", "--topic", t], None);
-    assert!(
-        described.contains("PartitionCount: 4"),
-        "describe:\n{described}"
-    );
-    assert_eq!(
-        described.matches("Partition: ").count(),
-        4,
-        "describe:\n{described}"
-    );
+    assert!(described.contains("PartitionCount: 4"), "describe:\n{described}");
+    assert_eq!(described.matches("Partition: ").count(), 4, "describe:\n{described}");
 
-    let configs = kafka(
-        &[
-            "configs",
-            "--entity-type",
-            "topics",
-            "--entity-name",
-            t,
-            "--describe",
-            "--all",
-        ],
-        None,
-    );
-    assert!(
-        configs.contains("cleanup.policy=delete"),
-        "configs:\n{configs}"
-    );
+    let configs = kafka(&["configs", "--entity-type", "topics", "--entity-name", t, "--describe", "--all"], None);
+    assert!(configs.contains("cleanup.policy=delete"), "configs:\n{configs}");
 
     kafka(
         &[
@@ -98,10 +65,7 @@ fn kafka_walkthrough_through_scripts_kafka() {
         ],
         Some("alice:first\nbob:second\nalice:third\n"),
     );
-    kafka(
-        &["console-producer", "--topic", t],
-        Some("no-key-1\nno-key-2\n"),
-    );
+    kafka(&["console-producer", "--topic", t], Some("no-key-1\nno-key-2\n"));
 
     let all = kafka(
         &[
@@ -120,16 +84,7 @@ fn kafka_walkthrough_through_scripts_kafka() {
     );
     let mut lines: Vec<&str> = all.lines().collect();
     lines.sort_unstable();
-    assert_eq!(
-        lines,
-        [
-            "alice\tfirst",
-            "alice\tthird",
-            "bob\tsecond",
-            "null\tno-key-1",
-            "null\tno-key-2"
-        ]
-    );
+    assert_eq!(lines, ["alice\tfirst", "alice\tthird", "bob\tsecond", "null\tno-key-1", "null\tno-key-2"]);
     // Keyed records keep their order within the key's partition.
     let alice: Vec<&str> = all.lines().filter(|l| l.starts_with("alice")).collect();
     assert_eq!(alice, ["alice\tfirst", "alice\tthird"]);
@@ -151,27 +106,18 @@ fn kafka_walkthrough_through_scripts_kafka() {
     );
     assert_eq!(as_group.lines().count(), 5, "group read:\n{as_group}");
 
-    let lag = kafka(
-        &["consumer-groups", "--describe", "--group", group.as_str()],
-        None,
-    );
+    let lag = kafka(&["consumer-groups", "--describe", "--group", group.as_str()], None);
     let rows: Vec<Vec<&str>> = lag
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
         .filter(|cols| cols.first() == Some(&group.as_str()))
         .collect();
     assert_eq!(rows.len(), 4, "one row a partition:\n{lag}");
-    let committed: i64 = rows
-        .iter()
-        .map(|r| r[3].parse::<i64>().expect("offset"))
-        .sum();
+    let committed: i64 = rows.iter().map(|r| r[3].parse::<i64>().expect("offset")).sum();
     assert_eq!(committed, 5, "the group committed all five records:\n{lag}");
     assert!(rows.iter().all(|r| r[5] == "0"), "no lag left:\n{lag}");
 
     kafka(&["topics", "--delete", "--topic", t], None);
     let listed = kafka(&["topics", "--list"], None);
-    assert!(
-        !listed.lines().any(|l| l == t),
-        "{t} deleted, still listed:\n{listed}"
-    );
+    assert!(!listed.lines().any(|l| l == t), "{t} deleted, still listed:\n{listed}");
 }

@@ -32,16 +32,8 @@ struct Collect {
 }
 
 impl Downstream for Collect {
-    fn process(
-        &self,
-        _topic: Arc<str>,
-        partition: i32,
-        rows: Vec<Row>,
-    ) -> BoxFuture<'static, Result<(), BatchError>> {
-        let fail = self
-            .failures_left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
+    fn process(&self, _topic: Arc<str>, partition: i32, rows: Vec<Row>) -> BoxFuture<'static, Result<(), BatchError>> {
+        let fail = self.failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
         if fail {
             return Box::pin(async { Err(BatchError::Retry("downstream went away".into())) });
         }
@@ -84,18 +76,13 @@ async fn run_source_into(
 ) -> Vec<(i32, Row)> {
     {
         let arbiters: Vec<Arbiter> = (0..2).map(|_| Arbiter::new()).collect();
-        let producer =
-            durable_producer_config(&pipeline.source.brokers, &pipeline.source.properties)
-                .create()
-                .expect("dead-letter producer");
+        let producer = durable_producer_config(&pipeline.source.brokers, &pipeline.source.properties)
+            .create()
+            .expect("dead-letter producer");
         let (fatal, _fatal_rx) = tokio::sync::mpsc::unbounded_channel();
         let source = Source::start(SourceParts {
             decode: DecodeOptions::for_pipeline(&pipeline),
-            dead_letters: DeadLetters::new(
-                producer,
-                pipeline.sink.dead_letters.clone(),
-                pipeline.name.clone(),
-            ),
+            dead_letters: DeadLetters::new(producer, pipeline.sink.dead_letters.clone(), pipeline.name.clone()),
             pipeline: Arc::new(pipeline),
             downstream: collect.clone(),
             arbiters: arbiters.iter().map(Arbiter::handle).collect(),
@@ -107,9 +94,7 @@ async fn run_source_into(
         while !done(&collect.rows()) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::task::spawn_blocking(move || source.stop())
-            .await
-            .expect("source stops");
+        tokio::task::spawn_blocking(move || source.stop()).await.expect("source stops");
         for a in arbiters {
             a.stop();
         }
@@ -144,20 +129,12 @@ async fn rows_inserted_into_postgres_come_out_decoded_exactly() {
             )
             .await
             .expect("insert");
-        expected.push((
-            user as i64,
-            row.get::<_, i64>(0),
-            dec(amount),
-            EventTime(row.get::<_, i64>(1)),
-        ));
+        expected.push((user as i64, row.get::<_, i64>(0), dec(amount), EventTime(row.get::<_, i64>(1))));
     }
 
     let users: Vec<i64> = expected.iter().map(|e| e.0).collect();
     let ours = move |rows: &[(i32, Row)]| {
-        rows.iter()
-            .filter(|(_, r)| matches!(r.key, Key::Int(k) if users.contains(&k)))
-            .count()
-            >= 4
+        rows.iter().filter(|(_, r)| matches!(r.key, Key::Int(k) if users.contains(&k))).count() >= 4
     };
     let group = format!("vigil-test-decode-{base}");
     let p = pipeline("decode-test", TRANSACTIONS_TOPIC, &group, &dlq);
@@ -165,33 +142,16 @@ async fn rows_inserted_into_postgres_come_out_decoded_exactly() {
     let rows = run_source(p, ours).await;
 
     for (user, id, amount, at) in expected {
-        let (partition, row) = rows
-            .iter()
-            .find(|(_, r)| r.key == Key::Int(user))
-            .unwrap_or_else(|| panic!("row of user {user} decoded"));
-        assert_eq!(
-            row.values[projection.index("id").expect("id")],
-            Value::Int(id)
-        );
-        assert_eq!(
-            row.values[projection.index("amount").expect("amount")],
-            Value::Decimal(amount)
-        );
-        assert_eq!(
-            row.values[projection.index("amount").expect("amount")]
-                .as_decimal()
-                .map(|d| d.scale()),
-            Some(2)
-        );
+        let (partition, row) =
+            rows.iter().find(|(_, r)| r.key == Key::Int(user)).unwrap_or_else(|| panic!("row of user {user} decoded"));
+        assert_eq!(row.values[projection.index("id").expect("id")], Value::Int(id));
+        assert_eq!(row.values[projection.index("amount").expect("amount")], Value::Decimal(amount));
+        assert_eq!(row.values[projection.index("amount").expect("amount")].as_decimal().map(|d| d.scale()), Some(2));
         assert_eq!(row.event_time, at, "created_at of user {user}");
         assert_eq!(&*row.table, "public.transactions");
         assert!(row.lsn.is_some());
         let key = format!("{{\"schema\":{{\"type\":\"struct\",\"fields\":[{{\"type\":\"int32\",\"optional\":false,\"field\":\"user_id\"}}],\"optional\":false,\"name\":\"dbserver1.public.transactions.Key\"}},\"payload\":{{\"user_id\":{user}}}}}");
-        assert_eq!(
-            *partition,
-            kafka_partition(key.as_bytes(), 8),
-            "user {user} on its key's partition"
-        );
+        assert_eq!(*partition, kafka_partition(key.as_bytes(), 8), "user {user} on its key's partition");
     }
     let committed = committed(&group, TRANSACTIONS_TOPIC);
     assert!(!committed.is_empty(), "the group committed its progress");
@@ -226,42 +186,21 @@ async fn malformed_records_are_dead_lettered_and_the_stream_goes_on() {
     }
 
     let group = format!("vigil-test-dlq-{base}");
-    let rows = run_source(pipeline("dlq-test", &input, &group, &dlq), |rows| {
-        rows.len() >= 2
-    })
-    .await;
+    let rows = run_source(pipeline("dlq-test", &input, &group, &dlq), |rows| rows.len() >= 2).await;
     let amounts: Vec<Value> = rows.iter().map(|(_, r)| r.values[3].clone()).collect();
-    assert_eq!(
-        amounts,
-        [Value::Decimal(dec("123.45")), Value::Decimal(dec("-5.00"))],
-        "both good rows, in order"
-    );
+    assert_eq!(amounts, [Value::Decimal(dec("123.45")), Value::Decimal(dec("-5.00"))], "both good rows, in order");
 
-    let letters = read_until(&dlq, &Default::default(), Duration::from_secs(30), |rs| {
-        rs.len() >= 3
-    })
-    .expect("three dead letters");
+    let letters =
+        read_until(&dlq, &Default::default(), Duration::from_secs(30), |rs| rs.len() >= 3).expect("three dead letters");
     assert_eq!(letters.len(), 3);
-    for (letter, (offset, (reason, value))) in
-        letters.iter().zip(records.iter().enumerate().skip(1))
-    {
+    for (letter, (offset, (reason, value))) in letters.iter().zip(records.iter().enumerate().skip(1)) {
         assert_eq!(letter.header(headers::REASON).as_deref(), Some(*reason));
-        assert_eq!(
-            letter.header(headers::PIPELINE).as_deref(),
-            Some("dlq-test")
-        );
-        assert_eq!(
-            letter.header(headers::TOPIC).as_deref(),
-            Some(input.as_str())
-        );
+        assert_eq!(letter.header(headers::PIPELINE).as_deref(), Some("dlq-test"));
+        assert_eq!(letter.header(headers::TOPIC).as_deref(), Some(input.as_str()));
         assert_eq!(letter.header(headers::PARTITION).as_deref(), Some("2"));
         assert_eq!(letter.header(headers::OFFSET), Some(offset.to_string()));
         assert!(letter.header(headers::ERROR).is_some_and(|e| !e.is_empty()));
-        assert_eq!(
-            letter.value.as_deref(),
-            *value,
-            "dead letter carries the record unchanged"
-        );
+        assert_eq!(letter.value.as_deref(), *value, "dead letter carries the record unchanged");
         assert_eq!(letter.key.as_deref(), Some(&key[..]));
     }
     // Everything, the tombstone and the dead letters included, is behind
@@ -284,30 +223,15 @@ async fn a_failed_partition_actor_restarts_and_reads_its_batch_again() {
         let (key, value) = transaction_envelope(base, id, id * 100);
         send(&producer, &input, Some(0), Some(&key), Some(&value)).await;
     }
-    let collect = Arc::new(Collect {
-        failures_left: AtomicUsize::new(1),
-        ..Collect::default()
-    });
+    let collect = Arc::new(Collect { failures_left: AtomicUsize::new(1), ..Collect::default() });
     let group = format!("vigil-test-restart-{base}");
-    let rows = run_source_into(
-        pipeline("restart-test", &input, &group, &dlq),
-        Arc::clone(&collect),
-        |rows| rows.len() >= 5,
-    )
-    .await;
-    assert_eq!(
-        collect.failures_left.load(Ordering::SeqCst),
-        0,
-        "the first batch failed once"
-    );
+    let rows =
+        run_source_into(pipeline("restart-test", &input, &group, &dlq), Arc::clone(&collect), |rows| rows.len() >= 5)
+            .await;
+    assert_eq!(collect.failures_left.load(Ordering::SeqCst), 0, "the first batch failed once");
     let amounts: Vec<Value> = rows.iter().map(|(_, r)| r.values[3].clone()).collect();
-    let expected: Vec<Value> = (1..=5)
-        .map(|i| Value::Decimal(Decimal::new(i * 100, 2)))
-        .collect();
-    assert_eq!(
-        amounts, expected,
-        "each row once, in order, after the restart"
-    );
+    let expected: Vec<Value> = (1..=5).map(|i| Value::Decimal(Decimal::new(i * 100, 2))).collect();
+    assert_eq!(amounts, expected, "each row once, in order, after the restart");
     assert_eq!(committed(&group, &input).get(&0), Some(&5));
     delete_topics(&[&input, &dlq]).await;
 }

@@ -12,10 +12,7 @@ use support::*;
 
 fn stack(args: &[&str]) -> Output {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/stack");
-    Command::new(script)
-        .args(args)
-        .output()
-        .expect("scripts/stack runs")
+    Command::new(script).args(args).output().expect("scripts/stack runs")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -27,65 +24,38 @@ async fn stack_up_is_idempotent_and_a_service_comes_back() {
     let again = stack(&["up"]);
     let said = text(&again.stderr);
     assert!(again.status.success(), "second up failed:\n{said}");
-    assert!(
-        !said.contains("starting"),
-        "second up restarted something:\n{said}"
-    );
+    assert!(!said.contains("starting"), "second up restarted something:\n{said}");
     assert!(text(&again.stdout).contains("connector dbserver1: RUNNING RUNNING"));
 
     let status = stack(&["status"]);
     let out = text(&status.stdout);
     assert!(status.status.success(), "status:\n{out}");
-    for service in [
-        "postgres  running",
-        "kafka     running",
-        "connect   running",
-    ] {
+    for service in ["postgres  running", "kafka     running", "connect   running"] {
         assert!(out.contains(service), "{service} in status:\n{out}");
     }
 
     let stop = stack(&["stop", "postgres"]);
-    assert!(
-        stop.status.success(),
-        "stop postgres:\n{}",
-        text(&stop.stderr)
-    );
+    assert!(stop.status.success(), "stop postgres:\n{}", text(&stop.stderr));
     let status = stack(&["status"]);
-    assert!(
-        !status.status.success(),
-        "status must fail with a service down"
-    );
+    assert!(!status.status.success(), "status must fail with a service down");
     assert!(text(&status.stdout).contains("postgres  stopped"));
     assert!(
-        tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
-            .await
-            .is_err(),
+        tokio_postgres::connect(&database_url(), tokio_postgres::NoTls).await.is_err(),
         "PostgreSQL still answers after stop"
     );
 
     let start = stack(&["start", "postgres"]);
-    assert!(
-        start.status.success(),
-        "start postgres:\n{}",
-        text(&start.stderr)
-    );
+    assert!(start.status.success(), "start postgres:\n{}", text(&start.stderr));
     assert!(stack(&["status"]).status.success(), "all running again");
 
     // Debezium reconnects: a change made now still reaches Kafka.
     let db = postgres().await;
     let id = unique_base() as i32;
     let from = end_offsets(ACTIVITY_TOPIC).unwrap_or_default();
-    db.execute(
-        "INSERT INTO activity (id, name) VALUES ($1, 'after restart')",
-        &[&id],
-    )
-    .await
-    .expect("insert");
+    db.execute("INSERT INTO activity (id, name) VALUES ($1, 'after restart')", &[&id]).await.expect("insert");
     let ours = |r: &Record| r.key.is_some() && r.key_json()["payload"]["id"] == id;
-    read_until(ACTIVITY_TOPIC, &from, Duration::from_secs(90), |rs| {
-        rs.iter().any(ours)
-    })
-    .expect("the change made after PostgreSQL's restart is published");
+    read_until(ACTIVITY_TOPIC, &from, Duration::from_secs(90), |rs| rs.iter().any(ours))
+        .expect("the change made after PostgreSQL's restart is published");
 }
 
 #[test]

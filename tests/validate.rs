@@ -35,10 +35,7 @@ fn every_pipeline_file_validates() {
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("pipelines/ is readable")
         .map(|entry| entry.expect("a directory entry").path())
-        .filter(|path| {
-            path.extension()
-                .is_some_and(|ext| ext == "yaml" || ext == "yml")
-        })
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml" || ext == "yml"))
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no pipeline files in {}", dir.display());
@@ -48,15 +45,8 @@ fn every_pipeline_file_validates() {
         let relative = relative.to_str().expect("a UTF-8 path");
         let out = vigil(&["validate", relative], &[]);
         let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{relative} was refused:\n{stderr}"
-        );
-        assert!(
-            stdout.starts_with(&format!("ok   {relative} (pipeline ")),
-            "{relative}: stdout {stdout:?}"
-        );
+        assert_eq!(out.status.code(), Some(0), "{relative} was refused:\n{stderr}");
+        assert!(stdout.starts_with(&format!("ok   {relative} (pipeline ")), "{relative}: stdout {stdout:?}");
     }
     eprintln!("validated {} pipeline file(s)", files.len());
 }
@@ -75,10 +65,7 @@ fn misspelled_key_is_refused_with_file_line_and_key() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
-    assert!(
-        stderr.starts_with(&format!("{file}:{line}:5: unknown key `min_histroy`")),
-        "{stderr}"
-    );
+    assert!(stderr.starts_with(&format!("{file}:{line}:5: unknown key `min_histroy`")), "{stderr}");
     assert!(stderr.contains("did you mean `min_history`?"), "{stderr}");
 }
 
@@ -95,49 +82,26 @@ fn broken_file_lists_every_problem() {
         ("name", "must match"),
         ("source.brokers", "must not be empty"),
         ("source.topics[1]", "duplicate topic transactions"),
-        (
-            "source.properties[\"enable.auto.commit\"]",
-            "vigil sets enable.auto.commit",
-        ),
+        ("source.properties[\"enable.auto.commit\"]", "vigil sets enable.auto.commit"),
         ("format.type", "JsonConverter"),
         ("format.decimal_scales", "declare a scale for column amount"),
         ("rows.ops[1]", "r is in both rows.ops"),
-        (
-            "detectors[0].min_history",
-            "must be ≤ history (got 60 > 50)",
-        ),
+        ("detectors[0].min_history", "must be ≤ history (got 60 > 50)"),
         ("detectors[0].factor", "must be > 0 (got 0)"),
         ("detectors[1].velocity.window", "must be > 0 (got 0s)"),
         ("detectors[1].alert_above", "no row can score above 40"),
         ("detectors[1].idle_timeout", "add a unit: 30s"),
-        (
-            "detectors[2].name",
-            "duplicate detector name velocity-score",
-        ),
+        ("detectors[2].name", "duplicate detector name velocity-score"),
         ("detectors[2].history", "not a field of type velocity_score"),
-        (
-            "sink.alerts",
-            "must differ from source.topics[0] (both transactions)",
-        ),
-        (
-            "sink.dead_letters",
-            "must differ from sink.alerts (both transactions)",
-        ),
-        (
-            "sink.dead_letters",
-            "must differ from source.topics[0] (both transactions)",
-        ),
+        ("sink.alerts", "must differ from source.topics[0] (both transactions)"),
+        ("sink.dead_letters", "must differ from sink.alerts (both transactions)"),
+        ("sink.dead_letters", "must differ from source.topics[0] (both transactions)"),
     ];
-    let problems: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with(&format!("{file}:")))
-        .collect();
+    let problems: Vec<&str> = stderr.lines().filter(|l| l.starts_with(&format!("{file}:"))).collect();
     for (path, message) in expected {
         let wanted = format!(": {path}: ");
         assert!(
-            problems
-                .iter()
-                .any(|l| l.contains(&wanted) && l.contains(message)),
+            problems.iter().any(|l| l.contains(&wanted) && l.contains(message)),
             "no problem at {path} saying {message:?} in:\n{stderr}"
         );
     }
@@ -151,9 +115,7 @@ fn broken_file_lists_every_problem() {
         assert!(line > 0 && column > 0, "no line:col in {problem:?}");
     }
     assert!(
-        stderr.contains(&format!(
-            "{file}:21:18: detectors[0].min_history: must be ≤ history (got 60 > 50)"
-        )),
+        stderr.contains(&format!("{file}:21:18: detectors[0].min_history: must be ≤ history (got 60 > 50)")),
         "{stderr}"
     );
 }
@@ -164,10 +126,7 @@ fn mixed_files_report_each_and_fail() {
     let bad = "tests/fixtures/pipelines/misspelled-key.yaml";
     let out = vigil(&["validate", good, bad], &[]);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(
-        text(&out.stdout),
-        format!("ok   {good} (pipeline fraud-detection)\n")
-    );
+    assert_eq!(text(&out.stdout), format!("ok   {good} (pipeline fraud-detection)\n"));
     assert!(text(&out.stderr).contains(bad));
 }
 
@@ -178,9 +137,8 @@ fn unset_variable_is_refused_naming_it() {
     let dir = std::env::temp_dir().join(format!("vigil-validate-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("unset.yaml");
-    let edited = source
-        .replace("min_histroy", "min_history")
-        .replace("${KAFKA_BROKERS:-127.0.0.1:9092}", "${VIGIL_TEST_UNSET}");
+    let edited =
+        source.replace("min_histroy", "min_history").replace("${KAFKA_BROKERS:-127.0.0.1:9092}", "${VIGIL_TEST_UNSET}");
     let (line, column) = edited
         .lines()
         .enumerate()
@@ -192,10 +150,7 @@ fn unset_variable_is_refused_naming_it() {
     let out = vigil(&["validate", path_text], &["VIGIL_TEST_UNSET"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.starts_with(&format!("{path_text}:{line}:{column}: ")),
-        "{stderr}"
-    );
+    assert!(stderr.starts_with(&format!("{path_text}:{line}:{column}: ")), "{stderr}");
     assert!(stderr.contains("VIGIL_TEST_UNSET is not set"), "{stderr}");
 
     // Set, the same file is fine.
@@ -212,10 +167,7 @@ fn unset_variable_is_refused_naming_it() {
 fn version_and_usage() {
     let out = vigil(&["--version"], &[]);
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(
-        text(&out.stdout),
-        format!("vigil {}\n", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(text(&out.stdout), format!("vigil {}\n", env!("CARGO_PKG_VERSION")));
     // No file: a usage error, not a pass.
     let out = vigil(&["validate"], &[]);
     assert_eq!(out.status.code(), Some(2));

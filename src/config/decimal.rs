@@ -63,17 +63,9 @@ mod tests {
         assert_eq!(parse_decimal("-1.25"), Ok(Decimal::new(-125, 2)));
         assert_eq!(parse_decimal("1e3"), Ok(Decimal::new(1000, 0)));
         // More digits than an f64 holds: still exact.
-        assert_eq!(
-            parse_decimal("1.000000000000000000001")
-                .unwrap()
-                .to_string(),
-            "1.000000000000000000001"
-        );
+        assert_eq!(parse_decimal("1.000000000000000000001").unwrap().to_string(), "1.000000000000000000001");
         // 0.1 + 0.2 is 0.3 exactly, unlike floats.
-        assert_eq!(
-            parse_decimal("0.1").unwrap() + parse_decimal("0.2").unwrap(),
-            dec("0.3")
-        );
+        assert_eq!(parse_decimal("0.1").unwrap() + parse_decimal("0.2").unwrap(), dec("0.3"));
     }
 
     #[test]

@@ -23,13 +23,7 @@ impl fmt::Display for DurationError {
 impl std::error::Error for DurationError {}
 
 /// The units a duration may use, with their length in milliseconds.
-const UNITS: [(&str, u64); 5] = [
-    ("ms", 1),
-    ("s", 1_000),
-    ("m", 60_000),
-    ("h", 3_600_000),
-    ("d", 86_400_000),
-];
+const UNITS: [(&str, u64); 5] = [("ms", 1), ("s", 1_000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)];
 
 /// Parses `<integer><unit>` where unit is `ms`, `s`, `m`, `h` or `d`.
 /// `0s` is a valid (zero) duration; whether zero is allowed is the
@@ -37,14 +31,9 @@ const UNITS: [(&str, u64); 5] = [
 pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     if text.is_empty() {
-        return Err(DurationError(
-            "empty duration: write an integer and a unit, e.g. 60s".into(),
-        ));
+        return Err(DurationError("empty duration: write an integer and a unit, e.g. 60s".into()));
     }
-    let digits_end = text
-        .char_indices()
-        .find(|(_, c)| !c.is_ascii_digit())
-        .map_or(text.len(), |(i, _)| i);
+    let digits_end = text.char_indices().find(|(_, c)| !c.is_ascii_digit()).map_or(text.len(), |(i, _)| i);
     let (digits, unit) = text.split_at(digits_end);
     if digits.is_empty() {
         return Err(DurationError(format!(
@@ -52,9 +41,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         )));
     }
     if unit.is_empty() {
-        return Err(DurationError(format!(
-            "add a unit: {digits}s (units: ms, s, m, h, d; got {text})"
-        )));
+        return Err(DurationError(format!("add a unit: {digits}s (units: ms, s, m, h, d; got {text})")));
     }
     let Some(&(_, millis_per_unit)) = UNITS.iter().find(|(name, _)| *name == unit) else {
         let hint = if unit.starts_with('.') {

@@ -90,11 +90,7 @@ impl ConfigError {
     /// Problems found in `file` (never empty).
     pub(super) fn new(file: impl Into<String>, problems: Vec<Problem>) -> Self {
         debug_assert!(!problems.is_empty());
-        Self {
-            file: file.into(),
-            problems,
-            io: None,
-        }
+        Self { file: file.into(), problems, io: None }
     }
 
     /// The file could not be read.
@@ -127,12 +123,7 @@ mod tests {
     use super::*;
 
     fn problem(path: &str, line: Option<u64>, column: Option<u64>, message: &str) -> Problem {
-        Problem {
-            path: path.into(),
-            line,
-            column,
-            message: message.into(),
-        }
+        Problem { path: path.into(), line, column, message: message.into() }
     }
 
     #[test]
@@ -145,20 +136,14 @@ mod tests {
                 problem("name", None, None, "worse"),
             ],
         );
-        assert_eq!(
-            err.to_string(),
-            "p.yaml:3:11: sink.alerts: bad\np.yaml:1:2: syntax\np.yaml: name: worse"
-        );
+        assert_eq!(err.to_string(), "p.yaml:3:11: sink.alerts: bad\np.yaml:1:2: syntax\np.yaml: name: worse");
         assert_eq!(err.problems().len(), 3);
         assert_eq!(err.file(), "p.yaml");
     }
 
     #[test]
     fn control_characters_are_escaped() {
-        let err = ConfigError::new(
-            "p.yaml",
-            vec![problem("name", None, None, "got \u{1b}[31m")],
-        );
+        let err = ConfigError::new("p.yaml", vec![problem("name", None, None, "got \u{1b}[31m")]);
         assert_eq!(err.to_string(), "p.yaml: name: got \\u{1b}[31m");
     }
 

@@ -72,10 +72,7 @@ impl ColumnMap {
 /// Replaces `${VAR}`, `${VAR:-default}` and `$$` in `text`, looking
 /// variables up with `env`. On failure returns every problem found, each
 /// with its line and column (path empty: this happens before parsing).
-pub(super) fn interpolate(
-    text: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Interpolated, Vec<Problem>> {
+pub(super) fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Interpolated, Vec<Problem>> {
     let mut out = String::with_capacity(text.len());
     let mut columns = ColumnMap::default();
     let mut problems = Vec::new();
@@ -119,10 +116,7 @@ pub(super) fn interpolate(
                 }
                 Some('{') => {
                     let Some(close) = chars[i + 2..].iter().position(|&c| c == '}') else {
-                        problems.push(problem(
-                            i,
-                            "`${` without a closing `}` (write $$ for a literal $)".into(),
-                        ));
+                        problems.push(problem(i, "`${` without a closing `}` (write $$ for a literal $)".into()));
                         break;
                     };
                     let body: String = chars[i + 2..i + 2 + close].iter().collect();
@@ -202,10 +196,7 @@ mod tests {
     use super::*;
 
     fn env_with(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |name| vars.get(name).cloned()
     }
 
@@ -215,20 +206,14 @@ mod tests {
 
     #[test]
     fn set_variable_replaces() {
-        assert_eq!(
-            run("brokers: ${B}\n", &[("B", "k1:9092,k2:9092")]).unwrap(),
-            "brokers: k1:9092,k2:9092\n"
-        );
+        assert_eq!(run("brokers: ${B}\n", &[("B", "k1:9092,k2:9092")]).unwrap(), "brokers: k1:9092,k2:9092\n");
     }
 
     #[test]
     fn default_applies_when_unset_or_empty() {
         let text = "brokers: ${B:-127.0.0.1:9092}\n";
         assert_eq!(run(text, &[]).unwrap(), "brokers: 127.0.0.1:9092\n");
-        assert_eq!(
-            run(text, &[("B", "")]).unwrap(),
-            "brokers: 127.0.0.1:9092\n"
-        );
+        assert_eq!(run(text, &[("B", "")]).unwrap(), "brokers: 127.0.0.1:9092\n");
         assert_eq!(run(text, &[("B", "k:1")]).unwrap(), "brokers: k:1\n");
         // An empty default is a default.
         assert_eq!(run("a: '${B:-}'\n", &[]).unwrap(), "a: ''\n");
@@ -270,13 +255,7 @@ mod tests {
 
     #[test]
     fn malformed_references_are_refused() {
-        for bad in [
-            "a: ${B\n",
-            "a: ${}\n",
-            "a: ${1B}\n",
-            "a: ${B-x}\n",
-            "a: ${B:?x}\n",
-        ] {
+        for bad in ["a: ${B\n", "a: ${}\n", "a: ${1B}\n", "a: ${B-x}\n", "a: ${B:?x}\n"] {
             let problems = run(bad, &[("B", "b")]).unwrap_err();
             assert_eq!(problems[0].column, Some(4), "{bad:?}");
         }

@@ -332,11 +332,7 @@ pub struct VelocityRule {
 
 impl Default for VelocityRule {
     fn default() -> Self {
-        Self {
-            window: Duration::from_secs(60),
-            max_count: 5,
-            points: 40,
-        }
+        Self { window: Duration::from_secs(60), max_count: 5, points: 40 }
     }
 }
 
@@ -352,10 +348,7 @@ pub struct HighAmountRule {
 
 impl Default for HighAmountRule {
     fn default() -> Self {
-        Self {
-            threshold: Decimal::new(4000, 0),
-            points: 50,
-        }
+        Self { threshold: Decimal::new(4000, 0), points: 50 }
     }
 }
 
@@ -382,11 +375,7 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
 
 /// Like [`load`] for text already in memory; `file_label` names it in
 /// errors (and becomes [`Pipeline::file`]), `env` looks variables up.
-pub fn load_str(
-    file_label: &str,
-    text: &str,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<Pipeline, ConfigError> {
+pub fn load_str(file_label: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Pipeline, ConfigError> {
     load_inner(PathBuf::from(file_label), file_label, text, &env)
 }
 
@@ -396,36 +385,24 @@ fn load_inner(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Pipeline, ConfigError> {
-    let interpolated = interpolate::interpolate(text, env)
-        .map_err(|problems| ConfigError::new(label, problems))?;
+    let interpolated = interpolate::interpolate(text, env).map_err(|problems| ConfigError::new(label, problems))?;
     let options = serde_saphyr::options! {
         // We print `file:line:col: message` ourselves.
         with_snippet: false,
     };
     let raw: raw::RawPipeline = serde_saphyr::from_str_with_options(&interpolated.text, options)
-        .map_err(|err| {
-            ConfigError::new(label, vec![syntax_problem(&err, &interpolated.columns)])
-        })?;
-    validate::validate(raw, file, &interpolated.columns)
-        .map_err(|problems| ConfigError::new(label, problems))
+        .map_err(|err| ConfigError::new(label, vec![syntax_problem(&err, &interpolated.columns)]))?;
+    validate::validate(raw, file, &interpolated.columns).map_err(|problems| ConfigError::new(label, problems))
 }
 
 /// A parse error as a problem: its location mapped back to the file and
 /// its message in the file's terms.
 fn syntax_problem(err: &serde_saphyr::Error, columns: &interpolate::ColumnMap) -> Problem {
     let (line, column) = match err.location() {
-        Some(at) if at.line() > 0 => (
-            Some(at.line()),
-            Some(columns.original(at.line(), at.column())),
-        ),
+        Some(at) if at.line() > 0 => (Some(at.line()), Some(columns.original(at.line(), at.column()))),
         _ => (None, None),
     };
-    Problem {
-        path: String::new(),
-        line,
-        column,
-        message: syntax_message(err.without_snippet()),
-    }
+    Problem { path: String::new(), line, column, message: syntax_message(err.without_snippet()) }
 }
 
 /// serde-saphyr words a few errors for Rust developers (`use
@@ -439,35 +416,18 @@ fn syntax_message(err: &serde_saphyr::Error) -> String {
                           source, format, rows, detectors and sink)"
             .into(),
         E::NullIntoString { .. } => "a value is required here (got nothing or null)".into(),
-        E::MultipleDocuments { .. } => {
-            "a pipeline file holds one YAML document (found a second `---`)".into()
-        }
+        E::MultipleDocuments { .. } => "a pipeline file holds one YAML document (found a second `---`)".into(),
         E::InvalidScalar { ty: "u32", .. } => "expected a whole number from 0 to 4294967295".into(),
-        E::InvalidScalar {
-            ty: "u64" | "usize",
-            ..
-        } => "expected a whole number ≥ 0".into(),
-        E::Unexpected {
-            expected: "string scalar",
-            ..
-        } => "expected a single value, not a list or a mapping".into(),
+        E::InvalidScalar { ty: "u64" | "usize", .. } => "expected a whole number ≥ 0".into(),
+        E::Unexpected { expected: "string scalar", .. } => "expected a single value, not a list or a mapping".into(),
         E::DuplicateMappingKey { key: Some(key), .. } => format!("duplicate key `{key}`"),
         E::DuplicateMappingKey { key: None, .. } => "duplicate key".into(),
-        E::SerdeUnknownField {
-            field, expected, ..
-        } => {
-            let hint = closest(field, expected)
-                .map(|k| format!(" (did you mean `{k}`?)"))
-                .unwrap_or_default();
-            format!(
-                "unknown key `{field}`{hint}; expected one of {}",
-                expected.join(", ")
-            )
+        E::SerdeUnknownField { field, expected, .. } => {
+            let hint = closest(field, expected).map(|k| format!(" (did you mean `{k}`?)")).unwrap_or_default();
+            format!("unknown key `{field}`{hint}; expected one of {}", expected.join(", "))
         }
         E::SerdeMissingField { field, .. } => format!("missing required key `{field}`"),
-        other => serde_saphyr::DefaultMessageFormatter
-            .format_message(other)
-            .into_owned(),
+        other => serde_saphyr::DefaultMessageFormatter.format_message(other).into_owned(),
     }
 }
 
@@ -497,9 +457,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
+            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 best = best.min(d[i - 2][j - 2] + 1);
             }

@@ -112,23 +112,10 @@ impl DetectorType {
     /// The keys a detector of this type accepts (besides `type`).
     pub fn fields(self) -> &'static [&'static str] {
         match self {
-            DetectorType::SpendAnomaly => &[
-                "name",
-                "amount",
-                "history",
-                "min_history",
-                "factor",
-                "min_amount",
-            ],
-            DetectorType::VelocityScore => &[
-                "name",
-                "amount",
-                "velocity",
-                "high_amount",
-                "alert_above",
-                "allowed_lateness",
-                "idle_timeout",
-            ],
+            DetectorType::SpendAnomaly => &["name", "amount", "history", "min_history", "factor", "min_amount"],
+            DetectorType::VelocityScore => {
+                &["name", "amount", "velocity", "high_amount", "alert_above", "allowed_lateness", "idle_timeout"]
+            }
         }
     }
 }

@@ -91,31 +91,12 @@ fn defaults_fill_everything_optional() {
 #[test]
 fn defaults_are_the_reference_agents() {
     let s = SpendAnomalyConfig::default();
-    assert_eq!(
-        (s.amount.as_str(), s.history, s.min_history),
-        ("amount", 50, 3)
-    );
+    assert_eq!((s.amount.as_str(), s.history, s.min_history), ("amount", 50, 3));
     assert_eq!((s.factor, s.min_amount), (dec("3.0"), dec("500")));
     let v = VelocityScoreConfig::default();
-    assert_eq!(
-        v.velocity,
-        Some(VelocityRule {
-            window: Duration::from_secs(60),
-            max_count: 5,
-            points: 40
-        })
-    );
-    assert_eq!(
-        v.high_amount,
-        Some(HighAmountRule {
-            threshold: dec("4000"),
-            points: 50
-        })
-    );
-    assert_eq!(
-        (v.alert_above, v.allowed_lateness, v.idle_timeout),
-        (70, Duration::ZERO, None)
-    );
+    assert_eq!(v.velocity, Some(VelocityRule { window: Duration::from_secs(60), max_count: 5, points: 40 }));
+    assert_eq!(v.high_amount, Some(HighAmountRule { threshold: dec("4000"), points: 50 }));
+    assert_eq!((v.alert_above, v.allowed_lateness, v.idle_timeout), (70, Duration::ZERO, None));
 }
 
 #[test]
@@ -128,15 +109,9 @@ fn reference_pipeline_loads_as_the_reference_agents() {
     assert_eq!(p.rows.event_time, EventTime::Column("created_at".into()));
     assert_eq!(p.detectors.len(), 2);
     assert_eq!(p.detectors[0].name, "spend-anomaly");
-    assert_eq!(
-        p.detectors[0].kind,
-        DetectorKind::SpendAnomaly(SpendAnomalyConfig::default())
-    );
+    assert_eq!(p.detectors[0].kind, DetectorKind::SpendAnomaly(SpendAnomalyConfig::default()));
     assert_eq!(p.detectors[1].name, "velocity-score");
-    assert_eq!(
-        p.detectors[1].kind,
-        DetectorKind::VelocityScore(VelocityScoreConfig::default())
-    );
+    assert_eq!(p.detectors[1].kind, DetectorKind::VelocityScore(VelocityScoreConfig::default()));
     assert_eq!(p.columns(), ["user_id", "created_at", "id", "amount"]);
 
     let env = |name: &str| (name == "KAFKA_BROKERS").then(|| "k1:9092,k2:9092".to_owned());
@@ -147,10 +122,7 @@ fn reference_pipeline_loads_as_the_reference_agents() {
 #[test]
 fn velocity_score_with_no_section_gets_both_rules() {
     let p = ok(&with_detectors("  - type: velocity_score\n"));
-    assert_eq!(
-        p.detectors[0].kind,
-        DetectorKind::VelocityScore(VelocityScoreConfig::default())
-    );
+    assert_eq!(p.detectors[0].kind, DetectorKind::VelocityScore(VelocityScoreConfig::default()));
     assert_eq!(p.detectors[0].name, "velocity-score");
 }
 
@@ -159,43 +131,20 @@ fn velocity_score_with_one_section_gets_only_that_rule() {
     let p = ok(&with_detectors(
         "  - type: velocity_score\n    high_amount: {threshold: 4000, points: 50}\n    alert_above: 40\n",
     ));
-    let DetectorKind::VelocityScore(v) = &p.detectors[0].kind else {
-        panic!("{p:?}")
-    };
+    let DetectorKind::VelocityScore(v) = &p.detectors[0].kind else { panic!("{p:?}") };
     assert_eq!(v.velocity, None);
     assert_eq!(v.high_amount, Some(HighAmountRule::default()));
     assert_eq!(v.alert_above, 40);
 
     // Fields inside a given section default one by one.
-    let p = ok(&with_detectors(
-        "  - type: velocity_score\n    velocity: {window: 30s}\n    alert_above: 39\n",
-    ));
-    let DetectorKind::VelocityScore(v) = &p.detectors[0].kind else {
-        panic!("{p:?}")
-    };
-    assert_eq!(
-        v.velocity,
-        Some(VelocityRule {
-            window: Duration::from_secs(30),
-            max_count: 5,
-            points: 40
-        })
-    );
+    let p = ok(&with_detectors("  - type: velocity_score\n    velocity: {window: 30s}\n    alert_above: 39\n"));
+    let DetectorKind::VelocityScore(v) = &p.detectors[0].kind else { panic!("{p:?}") };
+    assert_eq!(v.velocity, Some(VelocityRule { window: Duration::from_secs(30), max_count: 5, points: 40 }));
     assert_eq!(v.high_amount, None);
 
-    let p = ok(&with_detectors(
-        "  - type: velocity_score\n    high_amount: {points: 80}\n",
-    ));
-    let DetectorKind::VelocityScore(v) = &p.detectors[0].kind else {
-        panic!("{p:?}")
-    };
-    assert_eq!(
-        v.high_amount,
-        Some(HighAmountRule {
-            threshold: dec("4000"),
-            points: 80
-        })
-    );
+    let p = ok(&with_detectors("  - type: velocity_score\n    high_amount: {points: 80}\n"));
+    let DetectorKind::VelocityScore(v) = &p.detectors[0].kind else { panic!("{p:?}") };
+    assert_eq!(v.high_amount, Some(HighAmountRule { threshold: dec("4000"), points: 80 }));
 }
 
 #[test]
@@ -243,12 +192,7 @@ sink:
   dead_letters: d
 ");
     assert_eq!(p.source.start_from, StartFrom::Latest);
-    let props: Vec<(&str, &str)> = p
-        .source
-        .properties
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let props: Vec<(&str, &str)> = p.source.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     assert_eq!(
         props,
         [
@@ -259,10 +203,7 @@ sink:
         ]
     );
     assert_eq!(p.format.schemas, SchemaMode::Disabled);
-    assert_eq!(
-        p.format.decimal_scales,
-        BTreeMap::from([("amount".into(), 2), ("total".into(), 4)])
-    );
+    assert_eq!(p.format.decimal_scales, BTreeMap::from([("amount".into(), 2), ("total".into(), 4)]));
     assert_eq!(p.rows.event_time, EventTime::SourceTsMs);
     assert_eq!(p.rows.ops, [Op::Create, Op::Update]);
     assert_eq!(p.rows.warm_ops, [Op::Read, Op::Delete]);
@@ -285,15 +226,8 @@ sink:
             name: "fast".into(),
             kind: DetectorKind::VelocityScore(VelocityScoreConfig {
                 amount: "amount".into(),
-                velocity: Some(VelocityRule {
-                    window: Duration::from_millis(500),
-                    max_count: 2,
-                    points: 10
-                }),
-                high_amount: Some(HighAmountRule {
-                    threshold: dec("99.99"),
-                    points: 20
-                }),
+                velocity: Some(VelocityRule { window: Duration::from_millis(500), max_count: 2, points: 10 }),
+                high_amount: Some(HighAmountRule { threshold: dec("99.99"), points: 20 }),
                 alert_above: 25,
                 allowed_lateness: Duration::from_secs(300),
                 idle_timeout: Some(Duration::from_secs(86_400)),
@@ -320,26 +254,16 @@ fn decimals_are_exact() {
     let p = ok(&with_detectors(
         "  - type: spend_anomaly\n    factor: 2.1\n    min_amount: 0.1\n  - type: velocity_score\n    high_amount: {threshold: \"2.1\", points: 80}\n",
     ));
-    let DetectorKind::SpendAnomaly(s) = &p.detectors[0].kind else {
-        panic!()
-    };
+    let DetectorKind::SpendAnomaly(s) = &p.detectors[0].kind else { panic!() };
     assert_eq!(s.factor, Decimal::new(21, 1));
     assert_eq!(s.min_amount, Decimal::new(1, 1));
-    let DetectorKind::VelocityScore(v) = &p.detectors[1].kind else {
-        panic!()
-    };
-    assert_eq!(
-        v.high_amount.as_ref().unwrap().threshold,
-        Decimal::new(21, 1)
-    );
+    let DetectorKind::VelocityScore(v) = &p.detectors[1].kind else { panic!() };
+    assert_eq!(v.high_amount.as_ref().unwrap().threshold, Decimal::new(21, 1));
 
     // 3.0 and 500 exactly, scale kept; more digits than an f64 holds.
-    let p = ok(&with_detectors(
-        "  - type: spend_anomaly\n    factor: 3.0\n    min_amount: 500.000000000000000000001\n",
-    ));
-    let DetectorKind::SpendAnomaly(s) = &p.detectors[0].kind else {
-        panic!()
-    };
+    let p =
+        ok(&with_detectors("  - type: spend_anomaly\n    factor: 3.0\n    min_amount: 500.000000000000000000001\n"));
+    let DetectorKind::SpendAnomaly(s) = &p.detectors[0].kind else { panic!() };
     assert_eq!(s.factor.to_string(), "3.0");
     assert_eq!(s.min_amount.to_string(), "500.000000000000000000001");
 }
@@ -364,11 +288,7 @@ fn misspelled_key_inside_a_detector_names_line_column_and_key() {
     assert!(p.path.is_empty());
     assert!(p.message.contains("min_histroy"), "{err}");
     assert!(p.message.contains("did you mean `min_history`"), "{err}");
-    assert!(
-        err.to_string()
-            .starts_with("t.yaml:14:5: unknown key `min_histroy`"),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("t.yaml:14:5: unknown key `min_histroy`"), "{err}");
 }
 
 #[test]
@@ -376,11 +296,7 @@ fn misspelled_keys_are_refused_in_every_section() {
     for (from, to, line) in [
         ("name: test", "nmae: test", 1),
         ("  group: g", "  grup: g", 5),
-        (
-            "  type: debezium-json",
-            "  type: debezium-json\n  schema: auto",
-            8,
-        ),
+        ("  type: debezium-json", "  type: debezium-json\n  schema: auto", 8),
         ("  key: user_id", "  keys: user_id", 9),
         ("  dead_letters: dlq", "  dead_letter: dlq", 15),
     ] {
@@ -420,9 +336,7 @@ fn missing_and_malformed_values_are_refused() {
     assert_eq!(p.line, Some(5));
     assert!(p.message.contains("value is required"), "{p:?}");
 
-    let p = &problems(&with_detectors(
-        "  - type: spend_anomaly\n    history: -1\n",
-    ))[0];
+    let p = &problems(&with_detectors("  - type: spend_anomaly\n    history: -1\n"))[0];
     assert_eq!(p.line, Some(13));
     assert!(p.message.contains("whole number"), "{p:?}");
 
@@ -444,11 +358,7 @@ fn detector_fields_of_another_type_are_refused() {
     let paths: Vec<&str> = all.iter().map(|p| p.path.as_str()).collect();
     assert_eq!(paths, ["detectors[0].history", "detectors[0].factor"]);
     assert_eq!(all[0].line, Some(13));
-    assert!(
-        all[0].message.contains("belongs to spend_anomaly"),
-        "{:?}",
-        all[0]
-    );
+    assert!(all[0].message.contains("belongs to spend_anomaly"), "{:?}", all[0]);
 }
 
 // ---------------------------------------------------------------- env
@@ -520,18 +430,10 @@ sink:
     );
     let shown = err.to_string();
     assert_eq!(shown.lines().count(), paths.len());
+    assert!(shown.contains("t.yaml:16:18: detectors[0].min_history: must be ≤ history (got 60 > 50)"), "{shown}");
+    assert!(shown.contains("t.yaml:18:24: detectors[1].velocity.window: must be > 0 (got 0s)"), "{shown}");
     assert!(
-        shown.contains("t.yaml:16:18: detectors[0].min_history: must be ≤ history (got 60 > 50)"),
-        "{shown}"
-    );
-    assert!(
-        shown.contains("t.yaml:18:24: detectors[1].velocity.window: must be > 0 (got 0s)"),
-        "{shown}"
-    );
-    assert!(
-        shown.contains(
-            "t.yaml:22:17: sink.dead_letters: must differ from sink.alerts (both fraud.alerts)"
-        ),
+        shown.contains("t.yaml:22:17: sink.dead_letters: must differ from sink.alerts (both fraud.alerts)"),
         "{shown}"
     );
     assert!(shown.lines().all(|l| l.starts_with("t.yaml:")), "{shown}");
@@ -545,41 +447,22 @@ fn name_must_be_a_label() {
     for bad in ["Fraud", "-x", "a b", "'é'", "''", "_x"] {
         problem_at(&BASE.replace("name: test", &format!("name: {bad}")), "name");
     }
-    let p = problem_at(
-        &with_detectors("  - type: spend_anomaly\n    name: Big\n"),
-        "detectors[0].name",
-    );
+    let p = problem_at(&with_detectors("  - type: spend_anomaly\n    name: Big\n"), "detectors[0].name");
     assert!(p.message.contains("[a-z0-9]"), "{p:?}");
 }
 
 #[test]
 fn source_rules() {
-    problem_at(
-        &BASE.replace("brokers: k:9092", "brokers: ' '"),
-        "source.brokers",
-    );
+    problem_at(&BASE.replace("brokers: k:9092", "brokers: ' '"), "source.brokers");
     problem_at(&BASE.replace("group: g", "group: ''"), "source.group");
     let p = problem_at(&BASE.replace("topics: [in]", "topics: []"), "source.topics");
     assert!(p.message.contains("at least one"), "{p:?}");
-    let p = problem_at(
-        &BASE.replace("topics: [in]", "topics: [a, b, a]"),
-        "source.topics[2]",
-    );
-    assert!(
-        p.message
-            .contains("duplicate topic a (also source.topics[0])"),
-        "{p:?}"
-    );
+    let p = problem_at(&BASE.replace("topics: [in]", "topics: [a, b, a]"), "source.topics[2]");
+    assert!(p.message.contains("duplicate topic a (also source.topics[0])"), "{p:?}");
     for bad in ["'a b'", "'..'", "''", "'x/y'", &"t".repeat(250)] {
-        problem_at(
-            &BASE.replace("topics: [in]", &format!("topics: [{bad}]")),
-            "source.topics[0]",
-        );
+        problem_at(&BASE.replace("topics: [in]", &format!("topics: [{bad}]")), "source.topics[0]");
     }
-    ok(&BASE.replace(
-        "topics: [in]",
-        &format!("topics: [A.b_c-9, {}]", "t".repeat(249)),
-    ));
+    ok(&BASE.replace("topics: [in]", &format!("topics: [A.b_c-9, {}]", "t".repeat(249))));
 }
 
 #[test]
@@ -593,10 +476,7 @@ fn vigil_owned_properties_are_refused_naming_the_field_to_use() {
         ("enable.partition.eof", "endless"),
         ("partition.assignment.strategy", "cooperative-sticky"),
     ] {
-        let text = BASE.replace(
-            "  group: g",
-            &format!("  group: g\n  properties:\n    {key}: x"),
-        );
+        let text = BASE.replace("  group: g", &format!("  group: g\n  properties:\n    {key}: x"));
         let p = problem_at(&text, &format!("source.properties[{key:?}]"));
         assert!(p.message.contains(hint), "{key}: {p:?}");
         assert_eq!(p.line, Some(7));
@@ -606,29 +486,19 @@ fn vigil_owned_properties_are_refused_naming_the_field_to_use() {
 #[test]
 fn format_rules() {
     for other in ["avro", "protobuf", "json-schema", "json"] {
-        let p = problem_at(
-            &BASE.replace("type: debezium-json", &format!("type: {other}")),
-            "format.type",
-        );
+        let p = problem_at(&BASE.replace("type: debezium-json", &format!("type: {other}")), "format.type");
         assert!(p.message.contains("JsonConverter"), "{p:?}");
         assert!(p.message.contains(other), "{p:?}");
     }
-    let text = BASE.replace(
-        "  type: debezium-json",
-        "  type: debezium-json\n  decimal_scales: {amount: 29}",
-    );
+    let text = BASE.replace("  type: debezium-json", "  type: debezium-json\n  decimal_scales: {amount: 29}");
     let p = problem_at(&text, "format.decimal_scales.amount");
     assert_eq!(p.message, "must be ≤ 28 (got 29)");
 }
 
 #[test]
 fn schemaless_precise_decimals_need_a_scale_for_every_amount_column() {
-    let base =
-        with_detectors("  - type: spend_anomaly\n  - type: velocity_score\n    amount: total\n");
-    let text = base.replace(
-        "  type: debezium-json",
-        "  type: debezium-json\n  schemas: disabled",
-    );
+    let base = with_detectors("  - type: spend_anomaly\n  - type: velocity_score\n    amount: total\n");
+    let text = base.replace("  type: debezium-json", "  type: debezium-json\n  schemas: disabled");
     let all = problems(&text);
     assert_eq!(all.len(), 2, "{all:#?}");
     assert!(all.iter().all(|p| p.path == "format.decimal_scales"));
@@ -642,10 +512,8 @@ fn schemaless_precise_decimals_need_a_scale_for_every_amount_column() {
     );
     assert!(all[1].message.contains("column total"), "{all:#?}");
 
-    let text = base.replace(
-        "  type: debezium-json",
-        "  type: debezium-json\n  schemas: disabled\n  decimal_scales: {amount: 2}",
-    );
+    let text = base
+        .replace("  type: debezium-json", "  type: debezium-json\n  schemas: disabled\n  decimal_scales: {amount: 2}");
     let p = problem_at(&text, "format.decimal_scales");
     assert!(p.message.contains("column total"), "{p:?}");
     assert_eq!(p.line, Some(9));
@@ -654,51 +522,26 @@ fn schemaless_precise_decimals_need_a_scale_for_every_amount_column() {
         "  type: debezium-json",
         "  type: debezium-json\n  schemas: disabled\n  decimal_scales: {amount: 2, total: 2}",
     ));
-    ok(&base.replace(
-        "  type: debezium-json",
-        "  type: debezium-json\n  schemas: disabled\n  decimals: string",
-    ));
-    ok(&base.replace(
-        "  type: debezium-json",
-        "  type: debezium-json\n  schemas: enabled",
-    ));
+    ok(&base.replace("  type: debezium-json", "  type: debezium-json\n  schemas: disabled\n  decimals: string"));
+    ok(&base.replace("  type: debezium-json", "  type: debezium-json\n  schemas: enabled"));
 }
 
 #[test]
 fn rows_rules() {
     problem_at(&BASE.replace("key: user_id", "key: ''"), "rows.key");
-    problem_at(
-        &BASE.replace("event_time: created_at", "event_time: ''"),
-        "rows.event_time",
-    );
-    let rows = |extra: &str| {
-        BASE.replace(
-            "  event_time: created_at",
-            &format!("  event_time: created_at\n{extra}"),
-        )
-    };
+    problem_at(&BASE.replace("event_time: created_at", "event_time: ''"), "rows.event_time");
+    let rows = |extra: &str| BASE.replace("  event_time: created_at", &format!("  event_time: created_at\n{extra}"));
     problem_at(&rows("  primary_key: []"), "rows.primary_key");
     let p = problem_at(&rows("  primary_key: [id, id]"), "rows.primary_key[1]");
-    assert!(
-        p.message
-            .contains("duplicate column id (also rows.primary_key[0])"),
-        "{p:?}"
-    );
+    assert!(p.message.contains("duplicate column id (also rows.primary_key[0])"), "{p:?}");
     problem_at(&rows("  ops: []"), "rows.ops");
     problem_at(&rows("  ops: [c, u, c]"), "rows.ops[2]");
     problem_at(&rows("  warm_ops: [r, r]"), "rows.warm_ops[1]");
     ok(&rows("  warm_ops: []"));
 
     // Overlap names both fields and both lists.
-    let p = problem_at(
-        &rows("  ops: [c, u]\n  warm_ops: [r, u]"),
-        "rows.warm_ops[1]",
-    );
-    assert!(
-        p.message
-            .starts_with("u is in both rows.ops ([c, u]) and rows.warm_ops ([r, u])"),
-        "{p:?}"
-    );
+    let p = problem_at(&rows("  ops: [c, u]\n  warm_ops: [r, u]"), "rows.warm_ops[1]");
+    assert!(p.message.starts_with("u is in both rows.ops ([c, u]) and rows.warm_ops ([r, u])"), "{p:?}");
     // With warm_ops defaulted, the op is pointed at.
     let p = problem_at(&rows("  ops: [c, r]"), "rows.ops[1]");
     assert!(p.message.contains("rows.warm_ops ([r])"), "{p:?}");
@@ -707,9 +550,7 @@ fn rows_rules() {
 #[test]
 fn detectors_rules() {
     let p = problem_at(
-        &BASE
-            .replace("  - type: spend_anomaly\n", "  []\n")
-            .replace("detectors:\n  []", "detectors: []"),
+        &BASE.replace("  - type: spend_anomaly\n", "  []\n").replace("detectors:\n  []", "detectors: []"),
         "detectors",
     );
     assert!(p.message.contains("at least one"), "{p:?}");
@@ -719,47 +560,23 @@ fn detectors_rules() {
         &with_detectors("  - type: spend_anomaly\n  - type: spend_anomaly\n    amount: total\n"),
         "detectors[1].name",
     );
-    assert!(
-        p.message
-            .contains("duplicate detector name spend-anomaly (also detectors[0].name)"),
-        "{p:?}"
-    );
-    assert!(
-        p.message.contains("give each spend_anomaly its own name"),
-        "{p:?}"
-    );
-    ok(&with_detectors(
-        "  - type: spend_anomaly\n  - type: spend_anomaly\n    name: other\n",
-    ));
+    assert!(p.message.contains("duplicate detector name spend-anomaly (also detectors[0].name)"), "{p:?}");
+    assert!(p.message.contains("give each spend_anomaly its own name"), "{p:?}");
+    ok(&with_detectors("  - type: spend_anomaly\n  - type: spend_anomaly\n    name: other\n"));
     problem_at(
-        &with_detectors(
-            "  - type: spend_anomaly\n    name: x\n  - type: velocity_score\n    name: x\n",
-        ),
+        &with_detectors("  - type: spend_anomaly\n    name: x\n  - type: velocity_score\n    name: x\n"),
         "detectors[1].name",
     );
-    problem_at(
-        &with_detectors("  - type: spend_anomaly\n    amount: ''\n"),
-        "detectors[0].amount",
-    );
+    problem_at(&with_detectors("  - type: spend_anomaly\n    amount: ''\n"), "detectors[0].amount");
 }
 
 #[test]
 fn spend_anomaly_rules() {
     let spend = |extra: &str| with_detectors(&format!("  - type: spend_anomaly\n{extra}"));
+    assert_eq!(problem_at(&spend("    history: 0\n"), "detectors[0].history").message, "must be ≥ 1 (got 0)");
+    assert_eq!(problem_at(&spend("    min_history: 0\n"), "detectors[0].min_history").message, "must be ≥ 1 (got 0)");
     assert_eq!(
-        problem_at(&spend("    history: 0\n"), "detectors[0].history").message,
-        "must be ≥ 1 (got 0)"
-    );
-    assert_eq!(
-        problem_at(&spend("    min_history: 0\n"), "detectors[0].min_history").message,
-        "must be ≥ 1 (got 0)"
-    );
-    assert_eq!(
-        problem_at(
-            &spend("    history: 50\n    min_history: 60\n"),
-            "detectors[0].min_history"
-        )
-        .message,
+        problem_at(&spend("    history: 50\n    min_history: 60\n"), "detectors[0].min_history").message,
         "must be ≤ history (got 60 > 50)"
     );
     assert_eq!(
@@ -767,19 +584,10 @@ fn spend_anomaly_rules() {
         "must be ≤ history (got 60 > 50, the default history)"
     );
     let p = problem_at(&spend("    history: 2\n"), "detectors[0].history");
-    assert!(
-        p.message.contains("must be ≥ min_history (got 2 < 3"),
-        "{p:?}"
-    );
+    assert!(p.message.contains("must be ≥ min_history (got 2 < 3"), "{p:?}");
     ok(&spend("    history: 1\n    min_history: 1\n"));
-    assert_eq!(
-        problem_at(&spend("    factor: 0\n"), "detectors[0].factor").message,
-        "must be > 0 (got 0)"
-    );
-    assert_eq!(
-        problem_at(&spend("    factor: -2.5\n"), "detectors[0].factor").message,
-        "must be > 0 (got -2.5)"
-    );
+    assert_eq!(problem_at(&spend("    factor: 0\n"), "detectors[0].factor").message, "must be > 0 (got 0)");
+    assert_eq!(problem_at(&spend("    factor: -2.5\n"), "detectors[0].factor").message, "must be > 0 (got -2.5)");
     assert_eq!(
         problem_at(&spend("    min_amount: -0.01\n"), "detectors[0].min_amount").message,
         "must be ≥ 0 (got -0.01)"
@@ -790,37 +598,19 @@ fn spend_anomaly_rules() {
 #[test]
 fn velocity_score_rules() {
     let velocity = |extra: &str| with_detectors(&format!("  - type: velocity_score\n{extra}"));
-    let p = problem_at(
-        &velocity("    velocity: {window: 0s}\n"),
-        "detectors[0].velocity.window",
-    );
+    let p = problem_at(&velocity("    velocity: {window: 0s}\n"), "detectors[0].velocity.window");
     assert_eq!(p.message, "must be > 0 (got 0s)");
     assert_eq!((p.line, p.column), (Some(13), Some(24)));
-    let p = problem_at(
-        &velocity("    velocity: {window: 60}\n"),
-        "detectors[0].velocity.window",
-    );
+    let p = problem_at(&velocity("    velocity: {window: 60}\n"), "detectors[0].velocity.window");
     assert!(p.message.starts_with("add a unit: 60s"), "{p:?}");
     assert_eq!(
-        problem_at(
-            &velocity("    high_amount: {threshold: -1}\n"),
-            "detectors[0].high_amount.threshold"
-        )
-        .message,
+        problem_at(&velocity("    high_amount: {threshold: -1}\n"), "detectors[0].high_amount.threshold").message,
         "must be ≥ 0 (got -1)"
     );
-    let p = problem_at(
-        &velocity("    idle_timeout: 0s\n"),
-        "detectors[0].idle_timeout",
-    );
+    let p = problem_at(&velocity("    idle_timeout: 0s\n"), "detectors[0].idle_timeout");
     assert!(p.message.starts_with("must be > 0 (got 0s)"), "{p:?}");
-    ok(&velocity(
-        "    idle_timeout: 1h\n    allowed_lateness: 0s\n",
-    ));
-    problem_at(
-        &velocity("    allowed_lateness: 5\n"),
-        "detectors[0].allowed_lateness",
-    );
+    ok(&velocity("    idle_timeout: 1h\n    allowed_lateness: 0s\n"));
+    problem_at(&velocity("    allowed_lateness: 5\n"), "detectors[0].allowed_lateness");
 
     // A threshold no score can pass names every field and value involved.
     let p = problem_at(
@@ -831,14 +621,9 @@ fn velocity_score_rules() {
         p.message.starts_with("no row can score above 70 (the default): the highest score is 60 (velocity.points 10 + high_amount.points 50)"),
         "{p:?}"
     );
-    let p = problem_at(
-        &velocity("    high_amount: {points: 50}\n    alert_above: 50\n"),
-        "detectors[0].alert_above",
-    );
+    let p = problem_at(&velocity("    high_amount: {points: 50}\n    alert_above: 50\n"), "detectors[0].alert_above");
     assert!(
-        p.message.starts_with(
-            "no row can score above 50: the highest score is 50 (high_amount.points 50)"
-        ),
+        p.message.starts_with("no row can score above 50: the highest score is 50 (high_amount.points 50)"),
         "{p:?}"
     );
     assert_eq!(p.line, Some(14));
@@ -847,33 +632,15 @@ fn velocity_score_rules() {
 #[test]
 fn sink_rules() {
     problem_at(&BASE.replace("alerts: out", "alerts: 'a b'"), "sink.alerts");
-    problem_at(
-        &BASE.replace("dead_letters: dlq", "dead_letters: ''"),
-        "sink.dead_letters",
-    );
+    problem_at(&BASE.replace("dead_letters: dlq", "dead_letters: ''"), "sink.dead_letters");
     assert_eq!(
-        problem_at(
-            &BASE.replace("dead_letters: dlq", "dead_letters: out"),
-            "sink.dead_letters"
-        )
-        .message,
+        problem_at(&BASE.replace("dead_letters: dlq", "dead_letters: out"), "sink.dead_letters").message,
         "must differ from sink.alerts (both out)"
     );
     let p = problem_at(&BASE.replace("alerts: out", "alerts: in"), "sink.alerts");
-    assert!(
-        p.message
-            .starts_with("must differ from source.topics[0] (both in)"),
-        "{p:?}"
-    );
-    let p = problem_at(
-        &BASE.replace("dead_letters: dlq", "dead_letters: in"),
-        "sink.dead_letters",
-    );
-    assert!(
-        p.message
-            .starts_with("must differ from source.topics[0] (both in)"),
-        "{p:?}"
-    );
+    assert!(p.message.starts_with("must differ from source.topics[0] (both in)"), "{p:?}");
+    let p = problem_at(&BASE.replace("dead_letters: dlq", "dead_letters: in"), "sink.dead_letters");
+    assert!(p.message.starts_with("must differ from source.topics[0] (both in)"), "{p:?}");
 }
 
 #[test]
@@ -886,11 +653,7 @@ fn load_reads_files_and_reports_unreadable_ones() {
     let missing = root.join("pipelines/does-not-exist.yaml");
     let err = load(&missing).unwrap_err();
     assert_eq!(err.problems().len(), 1);
-    assert!(
-        err.to_string()
-            .starts_with(&format!("{}: cannot read", missing.display())),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with(&format!("{}: cannot read", missing.display())), "{err}");
 }
 
 #[test]

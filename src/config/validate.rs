@@ -16,13 +16,12 @@ use serde_saphyr::Location;
 
 use super::interpolate::ColumnMap;
 use super::raw::{
-    DetectorType, RawDetector, RawFormat, RawHighAmount, RawPipeline, RawRows, RawSink, RawSource,
-    RawVelocity, S,
+    DetectorType, RawDetector, RawFormat, RawHighAmount, RawPipeline, RawRows, RawSink, RawSource, RawVelocity, S,
 };
 use super::{
-    decimal, duration, DecimalHandling, DetectorConfig, DetectorKind, EventTime, FormatConfig,
-    HighAmountRule, Pipeline, Problem, RowsConfig, SchemaMode, SinkConfig, SourceConfig,
-    SpendAnomalyConfig, VelocityRule, VelocityScoreConfig,
+    decimal, duration, DecimalHandling, DetectorConfig, DetectorKind, EventTime, FormatConfig, HighAmountRule,
+    Pipeline, Problem, RowsConfig, SchemaMode, SinkConfig, SourceConfig, SpendAnomalyConfig, VelocityRule,
+    VelocityScoreConfig,
 };
 use crate::row::Op;
 
@@ -31,18 +30,9 @@ const RESERVED_PROPERTIES: [(&str, &str); 7] = [
     ("bootstrap.servers", "set source.brokers instead"),
     ("group.id", "set source.group instead"),
     ("auto.offset.reset", "set source.start_from instead"),
-    (
-        "enable.auto.commit",
-        "it commits an offset only once the alerts it caused are in Kafka",
-    ),
-    (
-        "enable.auto.offset.store",
-        "it stores an offset only once the alerts it caused are in Kafka",
-    ),
-    (
-        "enable.partition.eof",
-        "it reads partitions as endless streams",
-    ),
+    ("enable.auto.commit", "it commits an offset only once the alerts it caused are in Kafka"),
+    ("enable.auto.offset.store", "it stores an offset only once the alerts it caused are in Kafka"),
+    ("enable.partition.eof", "it reads partitions as endless streams"),
     (
         "partition.assignment.strategy",
         "it uses cooperative-sticky, so its partition actors can drain before a partition is revoked",
@@ -56,15 +46,8 @@ const MAX_TOPIC_LEN: usize = 249;
 const MAX_SCALE: u32 = 28;
 
 /// Validates `raw`; `columns` maps locations back to the file.
-pub(super) fn validate(
-    raw: RawPipeline,
-    file: PathBuf,
-    columns: &ColumnMap,
-) -> Result<Pipeline, Vec<Problem>> {
-    let mut v = Validator {
-        problems: Vec::new(),
-        columns,
-    };
+pub(super) fn validate(raw: RawPipeline, file: PathBuf, columns: &ColumnMap) -> Result<Pipeline, Vec<Problem>> {
+    let mut v = Validator { problems: Vec::new(), columns };
     let name = v.name("name", &raw.name);
     let source = v.source(raw.source);
     let rows = v.rows(raw.rows);
@@ -78,15 +61,7 @@ pub(super) fn validate(
         problems.sort_by_key(|p| (p.line.is_none(), p.line, p.column));
         return Err(problems);
     }
-    Ok(Pipeline {
-        name,
-        file,
-        source,
-        format,
-        rows,
-        detectors,
-        sink,
-    })
+    Ok(Pipeline { name, file, source, format, rows, detectors, sink })
 }
 
 struct Validator<'a> {
@@ -99,17 +74,9 @@ impl Validator<'_> {
         let (line, column) = if at.line() == 0 {
             (None, None)
         } else {
-            (
-                Some(at.line()),
-                Some(self.columns.original(at.line(), at.column())),
-            )
+            (Some(at.line()), Some(self.columns.original(at.line(), at.column())))
         };
-        self.problems.push(Problem {
-            path: path.into(),
-            line,
-            column,
-            message: message.into(),
-        });
+        self.problems.push(Problem { path: path.into(), line, column, message: message.into() });
     }
 
     /// A name that labels metrics: `[a-z0-9][a-z0-9._-]*`.
@@ -118,10 +85,7 @@ impl Validator<'_> {
             self.report(
                 &name.referenced,
                 path,
-                format!(
-                    "must match [a-z0-9][a-z0-9._-]* (it labels metrics; got {:?})",
-                    name.value
-                ),
+                format!("must match [a-z0-9][a-z0-9._-]* (it labels metrics; got {:?})", name.value),
             );
         }
         name.value.clone()
@@ -199,27 +163,17 @@ impl Validator<'_> {
         let group = self.non_empty("source.group", &raw.group);
 
         if raw.topics.value.is_empty() {
-            self.report(
-                &raw.topics.referenced,
-                "source.topics",
-                "list at least one topic",
-            );
+            self.report(&raw.topics.referenced, "source.topics", "list at least one topic");
         }
         let mut topics = Vec::new();
         for (i, topic) in raw.topics.value.iter().enumerate() {
             let path = format!("source.topics[{i}]");
             topics.push(self.topic(&path, topic));
-            if let Some(first) = raw.topics.value[..i]
-                .iter()
-                .position(|t| t.value == topic.value)
-            {
+            if let Some(first) = raw.topics.value[..i].iter().position(|t| t.value == topic.value) {
                 self.report(
                     &topic.referenced,
                     path,
-                    format!(
-                        "duplicate topic {} (also source.topics[{first}])",
-                        topic.value
-                    ),
+                    format!("duplicate topic {} (also source.topics[{first}])", topic.value),
                 );
             }
         }
@@ -230,11 +184,7 @@ impl Validator<'_> {
             if key.trim().is_empty() {
                 self.report(&value.referenced, &path, "empty property name");
             } else if let Some((_, instead)) = RESERVED_PROPERTIES.iter().find(|(k, _)| *k == key) {
-                self.report(
-                    &value.referenced,
-                    &path,
-                    format!("vigil sets {key} itself; {instead}"),
-                );
+                self.report(&value.referenced, &path, format!("vigil sets {key} itself; {instead}"));
             }
             properties.insert(key, value.value);
         }
@@ -276,11 +226,7 @@ impl Validator<'_> {
                     self.report(&scale.referenced, &path, "empty column name");
                 }
                 if scale.value > MAX_SCALE {
-                    self.report(
-                        &scale.referenced,
-                        &path,
-                        format!("must be ≤ {MAX_SCALE} (got {})", scale.value),
-                    );
+                    self.report(&scale.referenced, &path, format!("must be ≤ {MAX_SCALE} (got {})", scale.value));
                 }
                 decimal_scales.insert(column.clone(), scale.value);
             }
@@ -314,11 +260,7 @@ impl Validator<'_> {
             }
         }
 
-        FormatConfig {
-            schemas,
-            decimals,
-            decimal_scales,
-        }
+        FormatConfig { schemas, decimals, decimal_scales }
     }
 
     fn rows(&mut self, raw: S<RawRows>) -> RowsConfig {
@@ -337,11 +279,7 @@ impl Validator<'_> {
         let ops = match &raw.ops {
             Some(list) => {
                 if list.value.is_empty() {
-                    self.report(
-                        &list.referenced,
-                        "rows.ops",
-                        "list at least one op (c, u, d or r)",
-                    );
+                    self.report(&list.referenced, "rows.ops", "list at least one op (c, u, d or r)");
                 }
                 self.ops("rows.ops", list)
             }
@@ -377,22 +315,12 @@ impl Validator<'_> {
             );
         }
 
-        RowsConfig {
-            key,
-            event_time,
-            primary_key,
-            ops,
-            warm_ops,
-        }
+        RowsConfig { key, event_time, primary_key, ops, warm_ops }
     }
 
     fn detectors(&mut self, raw: S<Vec<S<RawDetector>>>) -> Vec<DetectorConfig> {
         if raw.value.is_empty() {
-            self.report(
-                &raw.referenced,
-                "detectors",
-                "list at least one detector (spend_anomaly or velocity_score)",
-            );
+            self.report(&raw.referenced, "detectors", "list at least one detector (spend_anomaly or velocity_score)");
         }
         let mut detectors: Vec<DetectorConfig> = Vec::new();
         // For duplicate names: where each name was set, and whether by default.
@@ -430,9 +358,7 @@ impl Validator<'_> {
                 None => "amount".to_owned(),
             };
             let kind = match kind {
-                DetectorType::SpendAnomaly => {
-                    DetectorKind::SpendAnomaly(self.spend_anomaly(&path, &d, amount))
-                }
+                DetectorType::SpendAnomaly => DetectorKind::SpendAnomaly(self.spend_anomaly(&path, &d, amount)),
                 DetectorType::VelocityScore => {
                     DetectorKind::VelocityScore(self.velocity_score(&path, &d, amount, at_type))
                 }
@@ -455,14 +381,8 @@ impl Validator<'_> {
             ("velocity", d.velocity.as_ref().map(|s| &s.referenced)),
             ("high_amount", d.high_amount.as_ref().map(|s| &s.referenced)),
             ("alert_above", d.alert_above.as_ref().map(|s| &s.referenced)),
-            (
-                "allowed_lateness",
-                d.allowed_lateness.as_ref().map(|s| &s.referenced),
-            ),
-            (
-                "idle_timeout",
-                d.idle_timeout.as_ref().map(|s| &s.referenced),
-            ),
+            ("allowed_lateness", d.allowed_lateness.as_ref().map(|s| &s.referenced)),
+            ("idle_timeout", d.idle_timeout.as_ref().map(|s| &s.referenced)),
         ];
         for (field, at) in present {
             let Some(at) = at else { continue };
@@ -472,9 +392,7 @@ impl Validator<'_> {
             let owner = [DetectorType::SpendAnomaly, DetectorType::VelocityScore]
                 .into_iter()
                 .find(|t| t.fields().contains(&field))
-                .map_or(String::new(), |t| {
-                    format!(" (it belongs to {})", t.as_str())
-                });
+                .map_or(String::new(), |t| format!(" (it belongs to {})", t.as_str()));
             self.report(
                 at,
                 format!("{path}.{field}"),
@@ -491,32 +409,17 @@ impl Validator<'_> {
     fn spend_anomaly(&mut self, path: &str, d: &RawDetector, amount: String) -> SpendAnomalyConfig {
         let defaults = SpendAnomalyConfig::default();
         let history = d.history.as_ref().map_or(defaults.history, |h| h.value);
-        let min_history = d
-            .min_history
-            .as_ref()
-            .map_or(defaults.min_history, |m| m.value);
+        let min_history = d.min_history.as_ref().map_or(defaults.min_history, |m| m.value);
         if let Some(h) = &d.history {
             if h.value < 1 {
-                self.report(
-                    &h.referenced,
-                    format!("{path}.history"),
-                    format!("must be ≥ 1 (got {})", h.value),
-                );
+                self.report(&h.referenced, format!("{path}.history"), format!("must be ≥ 1 (got {})", h.value));
             }
         }
         if let Some(m) = &d.min_history {
             if m.value < 1 {
-                self.report(
-                    &m.referenced,
-                    format!("{path}.min_history"),
-                    format!("must be ≥ 1 (got {})", m.value),
-                );
+                self.report(&m.referenced, format!("{path}.min_history"), format!("must be ≥ 1 (got {})", m.value));
             } else if history >= 1 && m.value > history {
-                let default = if d.history.is_none() {
-                    ", the default history"
-                } else {
-                    ""
-                };
+                let default = if d.history.is_none() { ", the default history" } else { "" };
                 self.report(
                     &m.referenced,
                     format!("{path}.min_history"),
@@ -563,13 +466,7 @@ impl Validator<'_> {
                 min_amount = m;
             }
         }
-        SpendAnomalyConfig {
-            amount,
-            history,
-            min_history,
-            factor,
-            min_amount,
-        }
+        SpendAnomalyConfig { amount, history, min_history, factor, min_amount }
     }
 
     fn velocity_score(
@@ -589,15 +486,11 @@ impl Validator<'_> {
                 h.as_ref().map(|h| self.high_amount_rule(path, &h.value)),
             ),
         };
-        let alert_above = d
-            .alert_above
-            .as_ref()
-            .map_or(defaults.alert_above, |a| a.value);
+        let alert_above = d.alert_above.as_ref().map_or(defaults.alert_above, |a| a.value);
 
         let velocity_points = velocity.as_ref().map(|v| v.points);
         let high_points = high_amount.as_ref().map(|h| h.points);
-        let max_score =
-            u64::from(velocity_points.unwrap_or(0)) + u64::from(high_points.unwrap_or(0));
+        let max_score = u64::from(velocity_points.unwrap_or(0)) + u64::from(high_points.unwrap_or(0));
         if max_score <= u64::from(alert_above) {
             let parts: Vec<String> = [
                 velocity_points.map(|p| format!("velocity.points {p}")),
@@ -606,11 +499,7 @@ impl Validator<'_> {
             .into_iter()
             .flatten()
             .collect();
-            let default = if d.alert_above.is_none() {
-                " (the default)"
-            } else {
-                ""
-            };
+            let default = if d.alert_above.is_none() { " (the default)" } else { "" };
             self.report(
                 d.alert_above.as_ref().map_or(&at_type, |a| &a.referenced),
                 format!("{path}.alert_above"),
@@ -623,9 +512,7 @@ impl Validator<'_> {
         }
 
         let allowed_lateness = match &d.allowed_lateness {
-            Some(text) => self
-                .duration(&format!("{path}.allowed_lateness"), text)
-                .unwrap_or(Duration::ZERO),
+            Some(text) => self.duration(&format!("{path}.allowed_lateness"), text).unwrap_or(Duration::ZERO),
             None => defaults.allowed_lateness,
         };
         let idle_timeout = match &d.idle_timeout {
@@ -635,24 +522,14 @@ impl Validator<'_> {
                     self.report(
                         &text.referenced,
                         format!("{path}.idle_timeout"),
-                        format!(
-                            "must be > 0 (got {}); leave it out to keep state",
-                            text.value
-                        ),
+                        format!("must be > 0 (got {}); leave it out to keep state", text.value),
                     );
                 }
                 parsed
             }
             None => None,
         };
-        VelocityScoreConfig {
-            amount,
-            velocity,
-            high_amount,
-            alert_above,
-            allowed_lateness,
-            idle_timeout,
-        }
+        VelocityScoreConfig { amount, velocity, high_amount, alert_above, allowed_lateness, idle_timeout }
     }
 
     fn velocity_rule(&mut self, path: &str, raw: &RawVelocity) -> VelocityRule {
@@ -662,21 +539,14 @@ impl Validator<'_> {
             let field = format!("{path}.velocity.window");
             if let Some(w) = self.duration(&field, text) {
                 if w.is_zero() {
-                    self.report(
-                        &text.referenced,
-                        field,
-                        format!("must be > 0 (got {})", text.value),
-                    );
+                    self.report(&text.referenced, field, format!("must be > 0 (got {})", text.value));
                 }
                 window = w;
             }
         }
         VelocityRule {
             window,
-            max_count: raw
-                .max_count
-                .as_ref()
-                .map_or(defaults.max_count, |m| m.value),
+            max_count: raw.max_count.as_ref().map_or(defaults.max_count, |m| m.value),
             points: raw.points.as_ref().map_or(defaults.points, |p| p.value),
         }
     }
@@ -688,19 +558,12 @@ impl Validator<'_> {
             let field = format!("{path}.high_amount.threshold");
             if let Some(t) = self.decimal(&field, text) {
                 if t < Decimal::ZERO {
-                    self.report(
-                        &text.referenced,
-                        field,
-                        format!("must be ≥ 0 (got {})", text.value),
-                    );
+                    self.report(&text.referenced, field, format!("must be ≥ 0 (got {})", text.value));
                 }
                 threshold = t;
             }
         }
-        HighAmountRule {
-            threshold,
-            points: raw.points.as_ref().map_or(defaults.points, |p| p.value),
-        }
+        HighAmountRule { threshold, points: raw.points.as_ref().map_or(defaults.points, |p| p.value) }
     }
 
     fn sink(&mut self, raw: S<RawSink>, source_topics: &[String]) -> SinkConfig {
@@ -726,10 +589,7 @@ impl Validator<'_> {
                 );
             }
         }
-        SinkConfig {
-            alerts,
-            dead_letters,
-        }
+        SinkConfig { alerts, dead_letters }
     }
 }
 
@@ -737,8 +597,7 @@ impl Validator<'_> {
 fn is_label(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
-        && chars
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
 }
 
 /// Why Kafka would refuse `topic` as a topic name, if it would.
@@ -751,17 +610,10 @@ fn topic_problem(topic: &str) -> Option<String> {
     }
     let len = topic.chars().count();
     if len > MAX_TOPIC_LEN {
-        return Some(format!(
-            "must be at most {MAX_TOPIC_LEN} characters, Kafka's limit (got {len})"
-        ));
+        return Some(format!("must be at most {MAX_TOPIC_LEN} characters, Kafka's limit (got {len})"));
     }
-    if !topic
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
-        return Some(format!(
-            "not a valid Kafka topic name (got {topic:?}): use letters, digits, '.', '_' and '-'"
-        ));
+    if !topic.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+        return Some(format!("not a valid Kafka topic name (got {topic:?}): use letters, digits, '.', '_' and '-'"));
     }
     None
 }

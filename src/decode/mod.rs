@@ -68,9 +68,7 @@ impl DecodeOptions {
                 DetectorKind::VelocityScore(c) => &c.amount,
             };
             let scale = pipeline.format.decimal_scales.get(amount).copied();
-            roles[position(amount)] = Role::Decimal {
-                schemaless_scale: scale,
-            };
+            roles[position(amount)] = Role::Decimal { schemaless_scale: scale };
         }
         let time = match &pipeline.rows.event_time {
             TimeConfig::Column(column) => {
@@ -81,22 +79,13 @@ impl DecodeOptions {
         };
         let key = position(&pipeline.rows.key);
         roles[key] = Role::Key;
-        let ops = pipeline
-            .rows
-            .ops
-            .iter()
-            .chain(&pipeline.rows.warm_ops)
-            .copied()
-            .collect();
+        let ops = pipeline.rows.ops.iter().chain(&pipeline.rows.warm_ops).copied().collect();
         DecodeOptions {
             key,
             time,
             roles: roles.into(),
             schemas: pipeline.format.schemas,
-            schemaless: Schemaless {
-                decimals: pipeline.format.decimals,
-                time_unit: TimeUnit::Micros,
-            },
+            schemaless: Schemaless { decimals: pipeline.format.decimals, time_unit: TimeUnit::Micros },
             ops,
             projection,
         }
@@ -153,11 +142,7 @@ pub enum DecodeError {
     #[error("column {0} is missing or null")]
     MissingValue(String),
     #[error("column {column}: expected {expected}, got {got}")]
-    WrongType {
-        column: String,
-        expected: &'static str,
-        got: String,
-    },
+    WrongType { column: String, expected: &'static str, got: String },
     #[error("column {column}: {reason}")]
     BadValue { column: String, reason: String },
 }
@@ -201,8 +186,7 @@ const PAYLOAD_INFIX: &[u8] = b",\"payload\":";
 
 impl Decoder {
     pub fn new(options: DecodeOptions, topic: &str) -> Decoder {
-        let inferred_envelope =
-            Arc::new(SchemaPlan::inferred(Shape::Envelope, &options.projection));
+        let inferred_envelope = Arc::new(SchemaPlan::inferred(Shape::Envelope, &options.projection));
         let inferred_flat = Arc::new(SchemaPlan::inferred(Shape::Flat, &options.projection));
         let topic_table: Arc<str> = topic.into();
         Decoder {
@@ -241,9 +225,7 @@ impl Decoder {
                 if schema.get() == "null" {
                     return self.decode_schemaless(payload.get().as_bytes(), offset);
                 }
-                let plan = self
-                    .cache
-                    .get_or_parse(schema.get(), &self.options.projection)?;
+                let plan = self.cache.get_or_parse(schema.get(), &self.options.projection)?;
                 self.decode_payload(&plan, payload.get().as_bytes(), offset)
             }
             _ if self.options.schemas == SchemaMode::Enabled => Err(DecodeError::BadEnvelope(
@@ -260,42 +242,26 @@ impl Decoder {
     fn known_schema<'a>(&self, bytes: &'a [u8]) -> Option<(Arc<SchemaPlan>, &'a [u8])> {
         let rest = bytes.strip_prefix(SCHEMA_PREFIX)?;
         self.cache.blocks().find_map(|(block, plan)| {
-            let payload = rest
-                .strip_prefix(block)?
-                .strip_prefix(PAYLOAD_INFIX)?
-                .strip_suffix(b"}")?;
+            let payload = rest.strip_prefix(block)?.strip_prefix(PAYLOAD_INFIX)?.strip_suffix(b"}")?;
             Some((Arc::clone(plan), payload))
         })
     }
 
     fn decode_schemaless(&mut self, bytes: &[u8], offset: i64) -> Result<Decoded, DecodeError> {
         let probe: Payload<'_> = serde_json::from_slice(bytes).map_err(not_a_record)?;
-        let plan = if probe.is_envelope() {
-            Arc::clone(&self.inferred_envelope)
-        } else {
-            Arc::clone(&self.inferred_flat)
-        };
+        let plan =
+            if probe.is_envelope() { Arc::clone(&self.inferred_envelope) } else { Arc::clone(&self.inferred_flat) };
         self.decode_payload(&plan, bytes, offset)
     }
 
-    fn decode_payload(
-        &mut self,
-        plan: &SchemaPlan,
-        payload: &[u8],
-        offset: i64,
-    ) -> Result<Decoded, DecodeError> {
+    fn decode_payload(&mut self, plan: &SchemaPlan, payload: &[u8], offset: i64) -> Result<Decoded, DecodeError> {
         match plan.shape {
             Shape::Envelope => self.decode_envelope(plan, payload, offset),
             Shape::Flat => self.decode_flat(plan, payload, offset),
         }
     }
 
-    fn decode_envelope(
-        &mut self,
-        plan: &SchemaPlan,
-        payload: &[u8],
-        offset: i64,
-    ) -> Result<Decoded, DecodeError> {
+    fn decode_envelope(&mut self, plan: &SchemaPlan, payload: &[u8], offset: i64) -> Result<Decoded, DecodeError> {
         let p: Payload<'_> = serde_json::from_slice(payload).map_err(not_a_record)?;
         let op = match p.op.as_deref() {
             None => return Err(DecodeError::BadEnvelope("no op".into())),
@@ -307,14 +273,10 @@ impl Decoder {
         if !self.options.ops.contains(&op) {
             return Ok(Decoded::Skipped(Skip::OpNotRead(op)));
         }
-        let image = if op == Op::Delete {
-            &p.before
-        } else {
-            &p.after
-        };
-        let image = image.non_null().ok_or_else(|| {
-            DecodeError::BadEnvelope(format!("op {op} without its {} image", image_name(op)))
-        })?;
+        let image = if op == Op::Delete { &p.before } else { &p.after };
+        let image = image
+            .non_null()
+            .ok_or_else(|| DecodeError::BadEnvelope(format!("op {op} without its {} image", image_name(op))))?;
         let mut row = self.read_row(plan, image.get().as_bytes(), false)?;
         let source = p.source.unwrap_or_default();
         row.extras.lsn = source.lsn;
@@ -323,12 +285,7 @@ impl Decoder {
         self.finish(op, row, table, offset)
     }
 
-    fn decode_flat(
-        &mut self,
-        plan: &SchemaPlan,
-        payload: &[u8],
-        offset: i64,
-    ) -> Result<Decoded, DecodeError> {
+    fn decode_flat(&mut self, plan: &SchemaPlan, payload: &[u8], offset: i64) -> Result<Decoded, DecodeError> {
         let row = self.read_row(plan, payload, true)?;
         let op = match row.extras.op.as_deref() {
             Some(code) => match parse_op(code)? {
@@ -345,17 +302,8 @@ impl Decoder {
         self.finish(op, row, table, offset)
     }
 
-    fn read_row<'a>(
-        &self,
-        plan: &SchemaPlan,
-        image: &'a [u8],
-        flat: bool,
-    ) -> Result<ReadRow<'a>, DecodeError> {
-        let seed = RowSeed {
-            options: &self.options,
-            types: &plan.types,
-            flat,
-        };
+    fn read_row<'a>(&self, plan: &SchemaPlan, image: &'a [u8], flat: bool) -> Result<ReadRow<'a>, DecodeError> {
+        let seed = RowSeed { options: &self.options, types: &plan.types, flat };
         let mut de = serde_json::Deserializer::from_slice(image);
         let mut row = seed.deserialize(&mut de).map_err(not_a_record)?;
         de.end().map_err(bad_json)?;
@@ -387,13 +335,7 @@ impl Decoder {
         Arc::clone(&self.last_table)
     }
 
-    fn finish(
-        &self,
-        op: Op,
-        row: ReadRow<'_>,
-        table: Arc<str>,
-        offset: i64,
-    ) -> Result<Decoded, DecodeError> {
+    fn finish(&self, op: Op, row: ReadRow<'_>, table: Arc<str>, offset: i64) -> Result<Decoded, DecodeError> {
         let options = &self.options;
         let name = |i: usize| options.projection.columns()[i].clone();
         let key = match &row.values[options.key] {
@@ -417,15 +359,7 @@ impl Decoder {
                 return Err(DecodeError::MissingValue(name(i)));
             }
         }
-        Ok(Decoded::Row(Row {
-            op,
-            key,
-            event_time,
-            values: row.values,
-            table,
-            lsn: row.extras.lsn,
-            offset,
-        }))
+        Ok(Decoded::Row(Row { op, key, event_time, values: row.values, table, lsn: row.extras.lsn, offset }))
     }
 }
 
@@ -442,10 +376,7 @@ fn parse_op(code: &str) -> Result<Result<Op, Skip>, DecodeError> {
     match code {
         "t" => Ok(Err(Skip::Truncate)),
         "m" => Ok(Err(Skip::Message)),
-        other => other
-            .parse::<Op>()
-            .map(Ok)
-            .map_err(|_| DecodeError::UnknownOp(other.to_owned())),
+        other => other.parse::<Op>().map(Ok).map_err(|_| DecodeError::UnknownOp(other.to_owned())),
     }
 }
 
@@ -577,13 +508,7 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
         while let Some(name) = map.next_key::<Cow<'de, str>>()? {
             if let Some(i) = columns.iter().position(|c| *c == name) {
                 let json = map.next_value_seed(JsonSeed)?;
-                match convert(
-                    &columns[i],
-                    self.types[i],
-                    self.options.roles[i],
-                    json,
-                    &self.options.schemaless,
-                ) {
+                match convert(&columns[i], self.types[i], self.options.roles[i], json, &self.options.schemaless) {
                     Ok(value) => values[i] = value,
                     Err(e) => {
                         error.get_or_insert(e);
@@ -607,11 +532,7 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
                 map.next_value::<IgnoredAny>()?;
             }
         }
-        Ok(ReadRow {
-            values,
-            extras,
-            error,
-        })
+        Ok(ReadRow { values, extras, error })
     }
 }
 

@@ -104,9 +104,7 @@ struct SchemaJson<'a> {
 
 impl<'a> SchemaJson<'a> {
     fn field(&self, name: &str) -> Option<&SchemaJson<'a>> {
-        self.fields
-            .iter()
-            .find(|f| f.field.as_deref() == Some(name))
+        self.fields.iter().find(|f| f.field.as_deref() == Some(name))
     }
 
     fn column_type(&self) -> Result<ColumnType, DecodeError> {
@@ -117,16 +115,12 @@ impl<'a> SchemaJson<'a> {
                     .parameters
                     .as_ref()
                     .and_then(|p| p.get("scale"))
-                    .ok_or_else(|| {
-                        DecodeError::BadSchema("Decimal without parameters.scale".into())
-                    })?;
+                    .ok_or_else(|| DecodeError::BadSchema("Decimal without parameters.scale".into()))?;
                 let scale = scale
                     .parse::<u32>()
                     .ok()
                     .filter(|s| *s <= 28)
-                    .ok_or_else(|| {
-                        DecodeError::BadSchema(format!("Decimal scale {scale:?} is not 0..=28"))
-                    })?;
+                    .ok_or_else(|| DecodeError::BadSchema(format!("Decimal scale {scale:?} is not 0..=28")))?;
                 ColumnType::Decimal { scale }
             }
             ("struct", "io.debezium.data.VariableScaleDecimal") => ColumnType::VariableScaleDecimal,
@@ -136,9 +130,7 @@ impl<'a> SchemaJson<'a> {
             }
             ("int64", "io.debezium.time.NanoTimestamp") => ColumnType::NanoTimestamp,
             ("string", "io.debezium.time.ZonedTimestamp") => ColumnType::ZonedTimestamp,
-            ("int32", "io.debezium.time.Date" | "org.apache.kafka.connect.data.Date") => {
-                ColumnType::Date
-            }
+            ("int32", "io.debezium.time.Date" | "org.apache.kafka.connect.data.Date") => ColumnType::Date,
             ("int8" | "int16" | "int32" | "int64", _) => ColumnType::Int,
             ("float32" | "float64", _) => ColumnType::Float,
             ("boolean", _) => ColumnType::Bool,
@@ -152,13 +144,9 @@ impl<'a> SchemaJson<'a> {
 impl SchemaPlan {
     /// Reads a value schema block (the JSON under `"schema"`).
     pub fn parse(schema: &str, projection: &Projection) -> Result<SchemaPlan, DecodeError> {
-        let top: SchemaJson<'_> =
-            serde_json::from_str(schema).map_err(|e| DecodeError::BadSchema(e.to_string()))?;
+        let top: SchemaJson<'_> = serde_json::from_str(schema).map_err(|e| DecodeError::BadSchema(e.to_string()))?;
         if top.ty != "struct" {
-            return Err(DecodeError::BadSchema(format!(
-                "expected a struct, got {}",
-                top.ty
-            )));
+            return Err(DecodeError::BadSchema(format!("expected a struct, got {}", top.ty)));
         }
         let row_struct = top
             .field("after")
@@ -171,20 +159,14 @@ impl SchemaPlan {
         let types = projection
             .columns()
             .iter()
-            .map(|column| {
-                row.field(column)
-                    .map_or(Ok(ColumnType::Missing), SchemaJson::column_type)
-            })
+            .map(|column| row.field(column).map_or(Ok(ColumnType::Missing), SchemaJson::column_type))
             .collect::<Result<_, _>>()?;
         Ok(SchemaPlan { shape, types })
     }
 
     /// For records without a schema block: every column's type is inferred.
     pub fn inferred(shape: Shape, projection: &Projection) -> SchemaPlan {
-        SchemaPlan {
-            shape,
-            types: vec![ColumnType::Inferred; projection.columns().len()].into(),
-        }
+        SchemaPlan { shape, types: vec![ColumnType::Inferred; projection.columns().len()].into() }
     }
 }
 
@@ -204,24 +186,15 @@ impl SchemaCache {
         self.entries.iter().map(|(bytes, plan)| (&bytes[..], plan))
     }
 
-    pub fn get_or_parse(
-        &mut self,
-        schema: &str,
-        projection: &Projection,
-    ) -> Result<Arc<SchemaPlan>, DecodeError> {
-        if let Some(i) = self
-            .entries
-            .iter()
-            .position(|(b, _)| &b[..] == schema.as_bytes())
-        {
+    pub fn get_or_parse(&mut self, schema: &str, projection: &Projection) -> Result<Arc<SchemaPlan>, DecodeError> {
+        if let Some(i) = self.entries.iter().position(|(b, _)| &b[..] == schema.as_bytes()) {
             if i > 0 {
                 self.entries[..=i].rotate_right(1);
             }
             return Ok(Arc::clone(&self.entries[0].1));
         }
         let plan = Arc::new(SchemaPlan::parse(schema, projection)?);
-        self.entries
-            .insert(0, (schema.as_bytes().into(), Arc::clone(&plan)));
+        self.entries.insert(0, (schema.as_bytes().into(), Arc::clone(&plan)));
         self.entries.truncate(SCHEMA_CACHE_SIZE);
         Ok(plan)
     }

@@ -9,12 +9,9 @@ use serde_json::{json, Value as Json};
 use super::*;
 use crate::decode::value::{Role, Schemaless, TimeUnit};
 
-const CREATE: &[u8] =
-    include_bytes!("../../tests/fixtures/debezium/transactions-create.value.json");
-const UPDATE: &[u8] =
-    include_bytes!("../../tests/fixtures/debezium/transactions-update.value.json");
-const DELETE: &[u8] =
-    include_bytes!("../../tests/fixtures/debezium/transactions-delete.value.json");
+const CREATE: &[u8] = include_bytes!("../../tests/fixtures/debezium/transactions-create.value.json");
+const UPDATE: &[u8] = include_bytes!("../../tests/fixtures/debezium/transactions-update.value.json");
+const DELETE: &[u8] = include_bytes!("../../tests/fixtures/debezium/transactions-delete.value.json");
 const TOPIC: &str = "dbserver1.public.transactions";
 /// 2026-11-25T10:11:12.345678Z, the created_at the fixtures were made with.
 const CREATED_AT: EventTime = EventTime(1_795_601_472_345_678);
@@ -26,28 +23,12 @@ fn dec(s: &str) -> Decimal {
 /// The fraud pipeline's columns: key, event time, primary key, amount.
 fn options(ops: &[Op]) -> DecodeOptions {
     DecodeOptions {
-        projection: Projection::new(vec![
-            "user_id".into(),
-            "created_at".into(),
-            "id".into(),
-            "amount".into(),
-        ]),
+        projection: Projection::new(vec!["user_id".into(), "created_at".into(), "id".into(), "amount".into()]),
         key: 0,
         time: TimeSource::Column(1),
-        roles: vec![
-            Role::Key,
-            Role::Time,
-            Role::Plain,
-            Role::Decimal {
-                schemaless_scale: None,
-            },
-        ]
-        .into(),
+        roles: vec![Role::Key, Role::Time, Role::Plain, Role::Decimal { schemaless_scale: None }].into(),
         schemas: SchemaMode::Auto,
-        schemaless: Schemaless {
-            decimals: DecimalHandling::Precise,
-            time_unit: TimeUnit::Micros,
-        },
+        schemaless: Schemaless { decimals: DecimalHandling::Precise, time_unit: TimeUnit::Micros },
         ops: ops.into(),
     }
 }
@@ -69,9 +50,7 @@ fn fixture_payload(bytes: &[u8]) -> Json {
 }
 
 fn user_of(bytes: &[u8], image: &str) -> i64 {
-    fixture_payload(bytes)[image]["user_id"]
-        .as_i64()
-        .expect("user_id")
+    fixture_payload(bytes)[image]["user_id"].as_i64().expect("user_id")
 }
 
 #[test]
@@ -81,10 +60,7 @@ fn real_create_decodes_exactly() {
     assert_eq!(r.op, Op::Create);
     assert_eq!(r.key, Key::Int(user_of(CREATE, "after")));
     assert_eq!(r.event_time, CREATED_AT);
-    assert_eq!(
-        r.values[2],
-        Value::Int(payload["after"]["id"].as_i64().expect("id"))
-    );
+    assert_eq!(r.values[2], Value::Int(payload["after"]["id"].as_i64().expect("id")));
     assert_eq!(r.values[3], Value::Decimal(dec("-1234.56")));
     assert_eq!(&*r.table, "public.transactions");
     assert_eq!(r.lsn, payload["source"]["lsn"].as_i64());
@@ -95,21 +71,12 @@ fn real_create_decodes_exactly() {
 #[test]
 fn real_update_and_delete_by_op() {
     let mut only_creates = decoder(&[Op::Create]);
-    assert_eq!(
-        only_creates.decode(Some(UPDATE), 1),
-        Ok(Decoded::Skipped(Skip::OpNotRead(Op::Update)))
-    );
-    assert_eq!(
-        only_creates.decode(Some(DELETE), 2),
-        Ok(Decoded::Skipped(Skip::OpNotRead(Op::Delete)))
-    );
+    assert_eq!(only_creates.decode(Some(UPDATE), 1), Ok(Decoded::Skipped(Skip::OpNotRead(Op::Update))));
+    assert_eq!(only_creates.decode(Some(DELETE), 2), Ok(Decoded::Skipped(Skip::OpNotRead(Op::Delete))));
 
     let mut all = decoder(&[Op::Create, Op::Update, Op::Delete, Op::Read]);
     let u = row(all.decode(Some(UPDATE), 1));
-    assert_eq!(
-        (u.op, u.values[3].clone()),
-        (Op::Update, Value::Decimal(dec("4000.10")))
-    );
+    assert_eq!((u.op, u.values[3].clone()), (Op::Update, Value::Decimal(dec("4000.10"))));
     // A delete's row is its before image: REPLICA IDENTITY FULL keeps the user.
     let d = row(all.decode(Some(DELETE), 2));
     assert_eq!(d.op, Op::Delete);
@@ -124,17 +91,10 @@ fn tombstone_truncate_and_message_are_skipped() {
     for (code, skip) in [("t", Skip::Truncate), ("m", Skip::Message)] {
         let record = json!({"op": code, "before": null, "after": null, "source": {"ts_ms": 1}});
         let bytes = serde_json::to_vec(&record).expect("json");
-        assert_eq!(
-            d.decode(Some(&bytes), 4),
-            Ok(Decoded::Skipped(skip)),
-            "op {code}"
-        );
+        assert_eq!(d.decode(Some(&bytes), 4), Ok(Decoded::Skipped(skip)), "op {code}");
     }
     let null_payload = br#"{"schema":null,"payload":null}"#;
-    assert_eq!(
-        d.decode(Some(null_payload), 5),
-        Ok(Decoded::Skipped(Skip::Tombstone))
-    );
+    assert_eq!(d.decode(Some(null_payload), 5), Ok(Decoded::Skipped(Skip::Tombstone)));
 }
 
 #[test]
@@ -163,17 +123,10 @@ fn schema_block_is_parsed_once_and_a_changed_schema_is_picked_up() {
     changed["payload"]["after"]["note"] = json!("added later");
     let bytes = serde_json::to_vec(&changed).expect("json");
     let r = row(d.decode(Some(&bytes), 3));
-    assert_eq!(
-        r.values[3],
-        Value::Decimal(dec("-123.456")),
-        "new scale applies"
-    );
+    assert_eq!(r.values[3], Value::Decimal(dec("-123.456")), "new scale applies");
     assert_eq!(d.cached_schemas(), 2);
     // And the old version still decodes with its own scale.
-    assert_eq!(
-        row(d.decode(Some(CREATE), 4)).values[3],
-        Value::Decimal(dec("-1234.56"))
-    );
+    assert_eq!(row(d.decode(Some(CREATE), 4)).values[3], Value::Decimal(dec("-1234.56")));
     assert_eq!(d.cached_schemas(), 2);
 }
 
@@ -182,8 +135,7 @@ fn fast_and_slow_paths_agree() {
     let mut d = decoder(&[Op::Create]);
     let slow = row(d.decode(Some(CREATE), 1));
     // Whitespace defeats the byte comparison: the full parse must agree.
-    let pretty = serde_json::to_vec_pretty(&serde_json::from_slice::<Json>(CREATE).expect("json"))
-        .expect("json");
+    let pretty = serde_json::to_vec_pretty(&serde_json::from_slice::<Json>(CREATE).expect("json")).expect("json");
     let fast = row(d.decode(Some(CREATE), 1));
     let reparsed = row(d.decode(Some(&pretty), 1));
     assert_eq!(slow, fast);
@@ -200,9 +152,7 @@ fn schemaless_envelope_needs_a_scale_for_precise_decimals() {
     );
 
     let mut opts = options(&[Op::Create]);
-    opts.roles[3] = Role::Decimal {
-        schemaless_scale: Some(2),
-    };
+    opts.roles[3] = Role::Decimal { schemaless_scale: Some(2) };
     opts.schemas = SchemaMode::Disabled;
     let r = row(Decoder::new(opts, TOPIC).decode(Some(&payload), 1));
     assert_eq!(r.values[3], Value::Decimal(dec("-1234.56")));
@@ -237,10 +187,7 @@ fn snapshot_reads_decode_as_op_r() {
     let bytes = serde_json::to_vec(&snapshot).expect("json");
     let r = row(decoder(&[Op::Create, Op::Read]).decode(Some(&bytes), 1));
     assert_eq!(r.op, Op::Read);
-    assert_eq!(
-        decoder(&[Op::Create]).decode(Some(&bytes), 1),
-        Ok(Decoded::Skipped(Skip::OpNotRead(Op::Read)))
-    );
+    assert_eq!(decoder(&[Op::Create]).decode(Some(&bytes), 1), Ok(Decoded::Skipped(Skip::OpNotRead(Op::Read))));
 }
 
 #[test]
@@ -261,30 +208,19 @@ fn flattened_records_with_and_without_schema() {
         ]},
         "payload": flat,
     });
-    let r =
-        row(decoder(&[Op::Create])
-            .decode(Some(&serde_json::to_vec(&with_schema).expect("json")), 9));
-    assert_eq!(
-        (r.op, r.key.clone(), r.lsn),
-        (Op::Create, Key::Int(42), Some(1234))
-    );
+    let r = row(decoder(&[Op::Create]).decode(Some(&serde_json::to_vec(&with_schema).expect("json")), 9));
+    assert_eq!((r.op, r.key.clone(), r.lsn), (Op::Create, Key::Int(42), Some(1234)));
     assert_eq!(r.values[3], Value::Decimal(dec("123.45")));
     assert_eq!(&*r.table, "transactions");
 
     let mut opts = options(&[Op::Create, Op::Delete]);
-    opts.roles[3] = Role::Decimal {
-        schemaless_scale: Some(2),
-    };
+    opts.roles[3] = Role::Decimal { schemaless_scale: Some(2) };
     let mut d = Decoder::new(opts, TOPIC);
     let r = row(d.decode(Some(&serde_json::to_vec(&flat).expect("json")), 9));
-    assert_eq!(
-        (r.op, r.values[3].clone()),
-        (Op::Create, Value::Decimal(dec("123.45")))
-    );
+    assert_eq!((r.op, r.values[3].clone()), (Op::Create, Value::Decimal(dec("123.45"))));
 
     // delete.handling.mode=rewrite without __op: __deleted says it.
-    let deleted =
-        json!({"id": 5, "user_id": 42, "amount": "MDk=", "created_at": 1, "__deleted": "true"});
+    let deleted = json!({"id": 5, "user_id": 42, "amount": "MDk=", "created_at": 1, "__deleted": "true"});
     let r = row(d.decode(Some(&serde_json::to_vec(&deleted).expect("json")), 10));
     assert_eq!(r.op, Op::Delete);
     assert_eq!(&*r.table, TOPIC, "no __table: the topic names the rows");
@@ -295,9 +231,7 @@ fn event_time_from_source_ts_ms() {
     let mut opts = options(&[Op::Create]);
     opts.time = TimeSource::SourceTsMs;
     let r = row(Decoder::new(opts, TOPIC).decode(Some(CREATE), 1));
-    let ts_ms = fixture_payload(CREATE)["source"]["ts_ms"]
-        .as_i64()
-        .expect("ts_ms");
+    let ts_ms = fixture_payload(CREATE)["source"]["ts_ms"].as_i64().expect("ts_ms");
     assert_eq!(r.event_time, EventTime(ts_ms * 1000));
 }
 
@@ -316,47 +250,19 @@ fn every_connect_type() {
     };
     let columns = vec![
         field("user_id", "string", None, None),
-        field(
-            "ts",
-            "string",
-            Some("io.debezium.time.ZonedTimestamp"),
-            None,
-        ),
-        field(
-            "d3",
-            "bytes",
-            Some("org.apache.kafka.connect.data.Decimal"),
-            Some(json!({"scale": "3"})),
-        ),
-        field(
-            "vsd",
-            "struct",
-            Some("io.debezium.data.VariableScaleDecimal"),
-            None,
-        ),
-        field(
-            "micro",
-            "int64",
-            Some("io.debezium.time.MicroTimestamp"),
-            None,
-        ),
+        field("ts", "string", Some("io.debezium.time.ZonedTimestamp"), None),
+        field("d3", "bytes", Some("org.apache.kafka.connect.data.Decimal"), Some(json!({"scale": "3"}))),
+        field("vsd", "struct", Some("io.debezium.data.VariableScaleDecimal"), None),
+        field("micro", "int64", Some("io.debezium.time.MicroTimestamp"), None),
         field("milli", "int64", Some("io.debezium.time.Timestamp"), None),
-        field(
-            "nano",
-            "int64",
-            Some("io.debezium.time.NanoTimestamp"),
-            None,
-        ),
+        field("nano", "int64", Some("io.debezium.time.NanoTimestamp"), None),
         field("day", "int32", Some("io.debezium.time.Date"), None),
         field("i", "int16", None, None),
         field("f", "float64", None, None),
         field("b", "boolean", None, None),
         field("s", "string", None, None),
     ];
-    let names: Vec<String> = columns
-        .iter()
-        .map(|c| c["field"].as_str().expect("name").to_owned())
-        .collect();
+    let names: Vec<String> = columns.iter().map(|c| c["field"].as_str().expect("name").to_owned()).collect();
     let record = json!({
         "schema": {"type": "struct", "fields": [
             {"type": "struct", "fields": columns, "optional": true, "field": "before"},
@@ -372,23 +278,17 @@ fn every_connect_type() {
     let mut roles = vec![Role::Plain; names.len()];
     roles[0] = Role::Key;
     roles[1] = Role::Time;
-    roles[2] = Role::Decimal {
-        schemaless_scale: None,
-    };
+    roles[2] = Role::Decimal { schemaless_scale: None };
     let opts = DecodeOptions {
         projection: Projection::new(names),
         key: 0,
         time: TimeSource::Column(1),
         roles: roles.into(),
         schemas: SchemaMode::Enabled,
-        schemaless: Schemaless {
-            decimals: DecimalHandling::Precise,
-            time_unit: TimeUnit::Micros,
-        },
+        schemaless: Schemaless { decimals: DecimalHandling::Precise, time_unit: TimeUnit::Micros },
         ops: vec![Op::Create].into(),
     };
-    let r =
-        row(Decoder::new(opts, "t").decode(Some(&serde_json::to_vec(&record).expect("json")), 1));
+    let r = row(Decoder::new(opts, "t").decode(Some(&serde_json::to_vec(&record).expect("json")), 1));
     assert_eq!(r.key, Key::Text("alice".into()));
     assert_eq!(r.event_time, CREATED_AT);
     let expected = [
@@ -419,23 +319,15 @@ fn schemaless_create(after: Json) -> Json {
 #[test]
 fn malformed_records_are_errors_with_reasons() {
     let mut opts = options(&[Op::Create]);
-    opts.roles[3] = Role::Decimal {
-        schemaless_scale: Some(2),
-    };
+    opts.roles[3] = Role::Decimal { schemaless_scale: Some(2) };
     let mut d = Decoder::new(opts, TOPIC);
     let reason = |r: Result<Decoded, DecodeError>| r.expect_err("must fail").reason();
 
     assert_eq!(reason(d.decode(Some(b"{not json"), 1)), "bad_json");
     assert_eq!(reason(d.decode(Some(b"[1,2]"), 1)), "bad_envelope");
-    assert_eq!(
-        reason(d.decode(Some(b"{\"op\":\"c\"} trailing"), 1)),
-        "bad_json"
-    );
+    assert_eq!(reason(d.decode(Some(b"{\"op\":\"c\"} trailing"), 1)), "bad_json");
     let good = json!({"id": 1, "user_id": 7, "amount": "MDk=", "created_at": CREATED_AT.0});
-    assert!(matches!(
-        decode_json(&mut d, schemaless_create(good.clone())),
-        Ok(Decoded::Row(_))
-    ));
+    assert!(matches!(decode_json(&mut d, schemaless_create(good.clone())), Ok(Decoded::Row(_))));
 
     let mut with = |field: &str, value: Json| {
         let mut after = good.clone();
@@ -452,10 +344,7 @@ fn malformed_records_are_errors_with_reasons() {
 
     let mut no_key = good.clone();
     no_key.as_object_mut().expect("object").remove("user_id");
-    assert_eq!(
-        reason(decode_json(&mut d, schemaless_create(no_key))),
-        "missing_key"
-    );
+    assert_eq!(reason(decode_json(&mut d, schemaless_create(no_key))), "missing_key");
 
     let unknown_op = json!({"op": "x", "before": null, "after": good, "source": {}});
     assert_eq!(reason(decode_json(&mut d, unknown_op)), "unknown_op");
@@ -464,10 +353,7 @@ fn malformed_records_are_errors_with_reasons() {
 
     let mut enabled = options(&[Op::Create]);
     enabled.schemas = SchemaMode::Enabled;
-    let e = Decoder::new(enabled, TOPIC).decode(
-        Some(&serde_json::to_vec(&schemaless_create(good)).expect("json")),
-        1,
-    );
+    let e = Decoder::new(enabled, TOPIC).decode(Some(&serde_json::to_vec(&schemaless_create(good)).expect("json")), 1);
     assert_eq!(reason(e), "bad_envelope");
 
     let bad_schema = br#"{"schema":{"type":"struct","fields":[{"type":"struct","field":"after","fields":[{"type":"bytes","name":"org.apache.kafka.connect.data.Decimal","field":"amount"}]},{"type":"string","field":"op"}]},"payload":{"op":"c","after":{}}}"#;
@@ -481,18 +367,12 @@ fn envelope_without_image_for_its_op_is_refused() {
     record["payload"]["after"] = Json::Null;
     let e = decode_json(&mut d, record).expect_err("must fail");
     assert_eq!(e.reason(), "bad_envelope");
-    assert!(
-        e.to_string().contains("op c without its after image"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("op c without its after image"), "{e}");
 }
 
 #[test]
 fn options_follow_the_fraud_pipeline_file() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/pipelines/fraud-detection.yaml"
-    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/fraud-detection.yaml");
     let text = std::fs::read_to_string(path).expect("pipeline file");
     let pipeline = crate::config::load_str(path, &text, |_| None).expect("valid pipeline");
     let opts = DecodeOptions::for_pipeline(&pipeline);
@@ -500,12 +380,7 @@ fn options_follow_the_fraud_pipeline_file() {
     let at = |c: &str| columns.iter().position(|x| x == c).expect("projected");
     assert_eq!(opts.key, at("user_id"));
     assert_eq!(opts.time, TimeSource::Column(at("created_at")));
-    assert_eq!(
-        opts.roles[at("amount")],
-        Role::Decimal {
-            schemaless_scale: None
-        }
-    );
+    assert_eq!(opts.roles[at("amount")], Role::Decimal { schemaless_scale: None });
     assert_eq!(opts.roles[at("id")], Role::Plain);
     assert_eq!(&*opts.ops, &[Op::Create, Op::Read]);
     // And it decodes the real record.

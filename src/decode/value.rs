@@ -153,18 +153,11 @@ pub struct Schemaless {
 }
 
 fn wrong_type(column: &str, expected: &'static str, got: &Json<'_>) -> DecodeError {
-    DecodeError::WrongType {
-        column: column.to_owned(),
-        expected,
-        got: got.describe(),
-    }
+    DecodeError::WrongType { column: column.to_owned(), expected, got: got.describe() }
 }
 
 fn bad_value(column: &str, reason: impl Into<String>) -> DecodeError {
-    DecodeError::BadValue {
-        column: column.to_owned(),
-        reason: reason.into(),
-    }
+    DecodeError::BadValue { column: column.to_owned(), reason: reason.into() }
 }
 
 /// Converts one column's JSON value to a [`Value`].
@@ -199,9 +192,7 @@ fn plain(column: &str, ty: ColumnType, json: Json<'_>) -> Result<Value, DecodeEr
         (ColumnType::Float, Json::Int(i)) => Value::Float(i as f64),
         (ColumnType::Bool | ColumnType::Inferred, Json::Bool(b)) => Value::Bool(b),
         (ColumnType::Text | ColumnType::Inferred, Json::Str(s)) => Value::Text(s.into()),
-        (ColumnType::Inferred, Json::Scaled { scale, value }) => {
-            Value::Decimal(scaled_decimal(column, scale, &value)?)
-        }
+        (ColumnType::Inferred, Json::Scaled { scale, value }) => Value::Decimal(scaled_decimal(column, scale, &value)?),
         (ColumnType::Bytes, Json::Str(s)) => Value::Bytes(base64_bytes(column, &s)?.into()),
         (ty @ (ColumnType::Decimal { .. } | ColumnType::VariableScaleDecimal), json) => {
             Value::Decimal(to_decimal(column, ty, json, None, &DEFAULT_SCHEMALESS)?)
@@ -218,10 +209,7 @@ fn plain(column: &str, ty: ColumnType, json: Json<'_>) -> Result<Value, DecodeEr
     })
 }
 
-const DEFAULT_SCHEMALESS: Schemaless = Schemaless {
-    decimals: DecimalHandling::Precise,
-    time_unit: TimeUnit::Micros,
-};
+const DEFAULT_SCHEMALESS: Schemaless = Schemaless { decimals: DecimalHandling::Precise, time_unit: TimeUnit::Micros };
 
 fn to_decimal(
     column: &str,
@@ -263,8 +251,7 @@ fn decimal_expectation(ty: ColumnType) -> &'static str {
 }
 
 fn text_decimal(column: &str, s: &str) -> Result<Decimal, DecodeError> {
-    Decimal::from_str_exact(s)
-        .map_err(|e| bad_value(column, format!("{s:?} is not a decimal: {e}")))
+    Decimal::from_str_exact(s).map_err(|e| bad_value(column, format!("{s:?} is not a decimal: {e}")))
 }
 
 fn base64_bytes(column: &str, s: &str) -> Result<Vec<u8>, DecodeError> {
@@ -278,12 +265,7 @@ fn bytes_decimal(column: &str, s: &str, scale: u32) -> Result<Decimal, DecodeErr
     let mut buf = [0u8; 16];
     let n = base64::engine::general_purpose::STANDARD
         .decode_slice(s, &mut buf)
-        .map_err(|e| {
-            bad_value(
-                column,
-                format!("{s:?} is not a base64 decimal of at most 16 bytes: {e}"),
-            )
-        })?;
+        .map_err(|e| bad_value(column, format!("{s:?} is not a base64 decimal of at most 16 bytes: {e}")))?;
     if n == 0 {
         return Err(bad_value(column, "an empty decimal"));
     }
@@ -291,12 +273,8 @@ fn bytes_decimal(column: &str, s: &str, scale: u32) -> Result<Decimal, DecodeErr
     let mut wide = if negative { [0xffu8; 16] } else { [0u8; 16] };
     wide[16 - n..].copy_from_slice(&buf[..n]);
     let unscaled = i128::from_be_bytes(wide);
-    Decimal::try_from_i128_with_scale(unscaled, scale).map_err(|_| {
-        bad_value(
-            column,
-            format!("{unscaled}e-{scale} is beyond 28 significant digits"),
-        )
-    })
+    Decimal::try_from_i128_with_scale(unscaled, scale)
+        .map_err(|_| bad_value(column, format!("{unscaled}e-{scale} is beyond 28 significant digits")))
 }
 
 fn scaled_decimal(column: &str, scale: i64, value: &str) -> Result<Decimal, DecodeError> {
@@ -307,18 +285,11 @@ fn scaled_decimal(column: &str, scale: i64, value: &str) -> Result<Decimal, Deco
     bytes_decimal(column, value, scale)
 }
 
-fn to_time(
-    column: &str,
-    ty: ColumnType,
-    json: Json<'_>,
-    schemaless: &Schemaless,
-) -> Result<EventTime, DecodeError> {
+fn to_time(column: &str, ty: ColumnType, json: Json<'_>, schemaless: &Schemaless) -> Result<EventTime, DecodeError> {
     let out_of_range = || bad_value(column, "timestamp out of range");
     match (ty, json) {
         (ColumnType::MicroTimestamp, Json::Int(i)) => Ok(EventTime(i)),
-        (ColumnType::MilliTimestamp, Json::Int(i)) => {
-            EventTime::from_millis(i).ok_or_else(out_of_range)
-        }
+        (ColumnType::MilliTimestamp, Json::Int(i)) => EventTime::from_millis(i).ok_or_else(out_of_range),
         (ColumnType::NanoTimestamp, Json::Int(i)) => Ok(EventTime::from_nanos(i)),
         (ColumnType::Date, Json::Int(i)) => EventTime::from_days(i).ok_or_else(out_of_range),
         (ColumnType::Inferred, Json::Int(i)) => match schemaless.time_unit {
@@ -327,12 +298,8 @@ fn to_time(
             TimeUnit::Nanos => Ok(EventTime::from_nanos(i)),
         },
         (ColumnType::ZonedTimestamp | ColumnType::Text | ColumnType::Inferred, Json::Str(s)) => {
-            EventTime::parse_iso8601(&s).ok_or_else(|| {
-                bad_value(
-                    column,
-                    format!("{s:?} is not an ISO-8601 timestamp with offset"),
-                )
-            })
+            EventTime::parse_iso8601(&s)
+                .ok_or_else(|| bad_value(column, format!("{s:?} is not an ISO-8601 timestamp with offset")))
         }
         (ty, json) => Err(wrong_type(column, time_expectation(ty), &json)),
     }
@@ -373,20 +340,10 @@ mod tests {
         assert_eq!(money(s("MDk="), two), Ok(dec("123.45")));
         assert_eq!(money(s("z8c="), two), Ok(dec("-123.45")), "negative");
         assert_eq!(money(s("/w=="), two), Ok(dec("-0.01")));
-        assert_eq!(
-            money(s("AIA="), two),
-            Ok(dec("1.28")),
-            "leading zero byte keeps it positive"
-        );
+        assert_eq!(money(s("AIA="), two), Ok(dec("1.28")), "leading zero byte keeps it positive");
         assert_eq!(money(s("AA=="), two), Ok(dec("0.00")));
-        assert_eq!(
-            money(s("MDk="), ColumnType::Decimal { scale: 0 }),
-            Ok(dec("12345"))
-        );
-        assert_eq!(
-            money(s("MDk="), ColumnType::Decimal { scale: 5 }),
-            Ok(dec("0.12345"))
-        );
+        assert_eq!(money(s("MDk="), ColumnType::Decimal { scale: 0 }), Ok(dec("12345")));
+        assert_eq!(money(s("MDk="), ColumnType::Decimal { scale: 5 }), Ok(dec("0.12345")));
         // -1234.56 as captured from the connector (tests/fixtures/debezium).
         assert_eq!(money(s("/h3A"), two), Ok(dec("-1234.56")));
         // 99999999.99, the largest NUMERIC(10,2).
@@ -395,19 +352,10 @@ mod tests {
 
     #[test]
     fn variable_scale_and_text_and_double_decimals() {
-        let scaled = Json::Scaled {
-            scale: 3,
-            value: Cow::Borrowed("MDk="),
-        };
-        assert_eq!(
-            money(scaled, ColumnType::VariableScaleDecimal),
-            Ok(dec("12.345"))
-        );
+        let scaled = Json::Scaled { scale: 3, value: Cow::Borrowed("MDk=") };
+        assert_eq!(money(scaled, ColumnType::VariableScaleDecimal), Ok(dec("12.345")));
         assert_eq!(money(s("-4000.10"), ColumnType::Text), Ok(dec("-4000.10")));
-        assert_eq!(
-            money(Json::Float(4000.1), ColumnType::Float),
-            Ok(dec("4000.1"))
-        );
+        assert_eq!(money(Json::Float(4000.1), ColumnType::Float), Ok(dec("4000.1")));
         assert_eq!(money(Json::Float(0.1), ColumnType::Float), Ok(dec("0.1")));
         assert_eq!(money(Json::Int(500), ColumnType::Int), Ok(dec("500")));
     }
@@ -415,119 +363,45 @@ mod tests {
     #[test]
     fn bad_decimals_are_errors_not_panics() {
         let two = ColumnType::Decimal { scale: 2 };
-        assert!(matches!(
-            money(s("not base64!"), two),
-            Err(DecodeError::BadValue { .. })
-        ));
-        assert!(matches!(
-            money(s(""), two),
-            Err(DecodeError::BadValue { .. })
-        ));
+        assert!(matches!(money(s("not base64!"), two), Err(DecodeError::BadValue { .. })));
+        assert!(matches!(money(s(""), two), Err(DecodeError::BadValue { .. })));
         // 17 bytes: more than any i128.
-        assert!(matches!(
-            money(s("AQIDBAUGBwgJCgsMDQ4PEBE="), two),
-            Err(DecodeError::BadValue { .. })
-        ));
+        assert!(matches!(money(s("AQIDBAUGBwgJCgsMDQ4PEBE="), two), Err(DecodeError::BadValue { .. })));
         // 16 bytes beyond 96 bits.
-        assert!(matches!(
-            money(s("f////////////////////w=="), two),
-            Err(DecodeError::BadValue { .. })
-        ));
-        assert!(matches!(
-            money(Json::Int(5), two),
-            Err(DecodeError::WrongType { .. })
-        ));
-        assert!(matches!(
-            money(s("12,5"), ColumnType::Text),
-            Err(DecodeError::BadValue { .. })
-        ));
-        let huge_scale = Json::Scaled {
-            scale: 40,
-            value: Cow::Borrowed("MDk="),
-        };
-        assert!(matches!(
-            money(huge_scale, ColumnType::VariableScaleDecimal),
-            Err(DecodeError::BadValue { .. })
-        ));
+        assert!(matches!(money(s("f////////////////////w=="), two), Err(DecodeError::BadValue { .. })));
+        assert!(matches!(money(Json::Int(5), two), Err(DecodeError::WrongType { .. })));
+        assert!(matches!(money(s("12,5"), ColumnType::Text), Err(DecodeError::BadValue { .. })));
+        let huge_scale = Json::Scaled { scale: 40, value: Cow::Borrowed("MDk=") };
+        assert!(matches!(money(huge_scale, ColumnType::VariableScaleDecimal), Err(DecodeError::BadValue { .. })));
     }
 
     #[test]
     fn schemaless_decimals_follow_the_format_settings() {
         let inferred = ColumnType::Inferred;
-        let precise = Schemaless {
-            decimals: DecimalHandling::Precise,
-            time_unit: TimeUnit::Micros,
-        };
-        let string = Schemaless {
-            decimals: DecimalHandling::String,
-            ..precise
-        };
-        let double = Schemaless {
-            decimals: DecimalHandling::Double,
-            ..precise
-        };
-        assert_eq!(
-            to_decimal("amount", inferred, s("MDk="), Some(2), &precise),
-            Ok(dec("123.45"))
-        );
+        let precise = Schemaless { decimals: DecimalHandling::Precise, time_unit: TimeUnit::Micros };
+        let string = Schemaless { decimals: DecimalHandling::String, ..precise };
+        let double = Schemaless { decimals: DecimalHandling::Double, ..precise };
+        assert_eq!(to_decimal("amount", inferred, s("MDk="), Some(2), &precise), Ok(dec("123.45")));
         let no_scale = to_decimal("amount", inferred, s("MDk="), None, &precise);
-        assert!(
-            matches!(no_scale, Err(DecodeError::BadValue { ref reason, .. }) if reason.contains("decimal_scales"))
-        );
-        assert_eq!(
-            to_decimal("amount", inferred, s("123.45"), None, &string),
-            Ok(dec("123.45"))
-        );
-        assert_eq!(
-            to_decimal("amount", inferred, Json::Float(123.45), None, &double),
-            Ok(dec("123.45"))
-        );
+        assert!(matches!(no_scale, Err(DecodeError::BadValue { ref reason, .. }) if reason.contains("decimal_scales")));
+        assert_eq!(to_decimal("amount", inferred, s("123.45"), None, &string), Ok(dec("123.45")));
+        assert_eq!(to_decimal("amount", inferred, Json::Float(123.45), None, &double), Ok(dec("123.45")));
     }
 
     #[test]
     fn timestamps_by_type() {
         let t = 1_795_601_472_345_678;
         let time = |ty, json| to_time("created_at", ty, json, &S);
-        assert_eq!(
-            time(ColumnType::MicroTimestamp, Json::Int(t)),
-            Ok(EventTime(t))
-        );
-        assert_eq!(
-            time(ColumnType::MilliTimestamp, Json::Int(t / 1000)),
-            Ok(EventTime(t - 678))
-        );
-        assert_eq!(
-            time(ColumnType::NanoTimestamp, Json::Int(t * 1000)),
-            Ok(EventTime(t))
-        );
-        assert_eq!(
-            time(ColumnType::ZonedTimestamp, s("2026-11-25T10:11:12.345678Z")),
-            Ok(EventTime(t))
-        );
-        assert_eq!(
-            time(ColumnType::Date, Json::Int(1)),
-            Ok(EventTime(86_400_000_000))
-        );
-        let millis = Schemaless {
-            time_unit: TimeUnit::Millis,
-            ..S
-        };
-        assert_eq!(
-            to_time("c", ColumnType::Inferred, Json::Int(1), &millis),
-            Ok(EventTime(1000))
-        );
-        assert!(matches!(
-            time(ColumnType::MicroTimestamp, s("x")),
-            Err(DecodeError::WrongType { .. })
-        ));
-        assert!(matches!(
-            time(ColumnType::ZonedTimestamp, s("yesterday")),
-            Err(DecodeError::BadValue { .. })
-        ));
-        assert!(matches!(
-            time(ColumnType::MilliTimestamp, Json::Int(i64::MAX)),
-            Err(DecodeError::BadValue { .. })
-        ));
+        assert_eq!(time(ColumnType::MicroTimestamp, Json::Int(t)), Ok(EventTime(t)));
+        assert_eq!(time(ColumnType::MilliTimestamp, Json::Int(t / 1000)), Ok(EventTime(t - 678)));
+        assert_eq!(time(ColumnType::NanoTimestamp, Json::Int(t * 1000)), Ok(EventTime(t)));
+        assert_eq!(time(ColumnType::ZonedTimestamp, s("2026-11-25T10:11:12.345678Z")), Ok(EventTime(t)));
+        assert_eq!(time(ColumnType::Date, Json::Int(1)), Ok(EventTime(86_400_000_000)));
+        let millis = Schemaless { time_unit: TimeUnit::Millis, ..S };
+        assert_eq!(to_time("c", ColumnType::Inferred, Json::Int(1), &millis), Ok(EventTime(1000)));
+        assert!(matches!(time(ColumnType::MicroTimestamp, s("x")), Err(DecodeError::WrongType { .. })));
+        assert!(matches!(time(ColumnType::ZonedTimestamp, s("yesterday")), Err(DecodeError::BadValue { .. })));
+        assert!(matches!(time(ColumnType::MilliTimestamp, Json::Int(i64::MAX)), Err(DecodeError::BadValue { .. })));
     }
 
     #[test]
@@ -536,32 +410,14 @@ mod tests {
         assert_eq!(p(ColumnType::Int, Json::Int(7)), Ok(Value::Int(7)));
         assert_eq!(p(ColumnType::Text, s("x")), Ok(Value::Text("x".into())));
         assert_eq!(p(ColumnType::Bool, Json::Bool(true)), Ok(Value::Bool(true)));
-        assert_eq!(
-            p(ColumnType::Float, Json::Float(1.5)),
-            Ok(Value::Float(1.5))
-        );
-        assert_eq!(
-            p(ColumnType::Bytes, s("AQI=")),
-            Ok(Value::Bytes(vec![1, 2].into()))
-        );
-        assert_eq!(
-            p(ColumnType::Decimal { scale: 2 }, s("MDk=")),
-            Ok(Value::Decimal(dec("123.45")))
-        );
+        assert_eq!(p(ColumnType::Float, Json::Float(1.5)), Ok(Value::Float(1.5)));
+        assert_eq!(p(ColumnType::Bytes, s("AQI=")), Ok(Value::Bytes(vec![1, 2].into())));
+        assert_eq!(p(ColumnType::Decimal { scale: 2 }, s("MDk=")), Ok(Value::Decimal(dec("123.45"))));
         assert_eq!(p(ColumnType::Int, Json::Null), Ok(Value::Null));
-        assert!(matches!(
-            p(ColumnType::Int, s("7")),
-            Err(DecodeError::WrongType { .. })
-        ));
-        assert!(matches!(
-            p(ColumnType::Unsupported, Json::Other("an object")),
-            Err(DecodeError::WrongType { .. })
-        ));
+        assert!(matches!(p(ColumnType::Int, s("7")), Err(DecodeError::WrongType { .. })));
+        assert!(matches!(p(ColumnType::Unsupported, Json::Other("an object")), Err(DecodeError::WrongType { .. })));
         let key = |json| convert("user_id", ColumnType::Int, Role::Key, json, &S);
         assert_eq!(key(Json::Int(42)), Ok(Value::Int(42)));
-        assert!(matches!(
-            key(Json::Float(4.2)),
-            Err(DecodeError::WrongType { .. })
-        ));
+        assert!(matches!(key(Json::Float(4.2)), Err(DecodeError::WrongType { .. })));
     }
 }

@@ -35,13 +35,7 @@ pub struct RecordRef<'a> {
 
 impl RecordBatch {
     pub fn new(topic: Arc<str>, partition: i32, epoch: u64) -> Self {
-        RecordBatch {
-            topic,
-            partition,
-            epoch,
-            entries: Vec::new(),
-            bytes: Vec::new(),
-        }
+        RecordBatch { topic, partition, epoch, entries: Vec::new(), bytes: Vec::new() }
     }
 
     pub fn push(&mut self, offset: i64, key: Option<&[u8]>, value: Option<&[u8]>) {
@@ -101,26 +95,11 @@ mod tests {
         assert_eq!(
             got,
             [
-                RecordRef {
-                    offset: 10,
-                    key: Some(b"k1"),
-                    value: Some(b"v1")
-                },
-                RecordRef {
-                    offset: 11,
-                    key: None,
-                    value: Some(b"")
-                },
-                RecordRef {
-                    offset: 12,
-                    key: Some(b"k3"),
-                    value: None
-                },
+                RecordRef { offset: 10, key: Some(b"k1"), value: Some(b"v1") },
+                RecordRef { offset: 11, key: None, value: Some(b"") },
+                RecordRef { offset: 12, key: Some(b"k3"), value: None },
             ]
         );
-        assert_eq!(
-            (b.first_offset(), b.last_offset(), b.len(), b.byte_len()),
-            (Some(10), Some(12), 3, 6)
-        );
+        assert_eq!((b.first_offset(), b.last_offset(), b.len(), b.byte_len()), (Some(10), Some(12), 3, 6));
     }
 }

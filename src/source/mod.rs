@@ -75,12 +75,7 @@ pub enum BatchError {
 pub trait Downstream: Send + Sync + 'static {
     /// Processes one batch of a partition's rows, in order. The future
     /// resolves once every effect of the rows is durable.
-    fn process(
-        &self,
-        topic: Arc<str>,
-        partition: i32,
-        rows: Vec<Row>,
-    ) -> BoxFuture<'static, Result<(), BatchError>>;
+    fn process(&self, topic: Arc<str>, partition: i32, rows: Vec<Row>) -> BoxFuture<'static, Result<(), BatchError>>;
 
     /// The partition left this process: state kept for it may go.
     fn revoked(&self, _topic: &str, _partition: i32) {}
@@ -90,14 +85,16 @@ pub trait Downstream: Send + Sync + 'static {
 pub struct CountRows;
 
 impl Downstream for CountRows {
-    fn process(
-        &self,
-        _: Arc<str>,
-        _: i32,
-        _: Vec<Row>,
-    ) -> BoxFuture<'static, Result<(), BatchError>> {
+    fn process(&self, _: Arc<str>, _: i32, _: Vec<Row>) -> BoxFuture<'static, Result<(), BatchError>> {
         Box::pin(async { Ok(()) })
     }
+}
+
+/// Which of `n` workers a partition's actor (and its detector shard) runs
+/// on: by partition, with the topic spreading topics over the workers.
+pub fn placement(topic: &str, partition: i32, n: usize) -> usize {
+    let topic_hash = topic.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+    topic_hash.wrapping_add(partition.unsigned_abs() as usize) % n.max(1)
 }
 
 /// The consumer settings of a pipeline: tuning defaults, then the
@@ -158,11 +155,9 @@ impl Source {
             state: Mutex::new(State::default()),
             parts,
             control: control_tx,
-            next_arbiter: AtomicUsize::new(0),
             key_partitions: Arc::new(DashMap::new()),
         };
-        let consumer: BaseConsumer<SourceContext> =
-            consumer_config(&pipeline).create_with_context(context)?;
+        let consumer: BaseConsumer<SourceContext> = consumer_config(&pipeline).create_with_context(context)?;
         let topics: Vec<&str> = pipeline.source.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         let consumer = Arc::new(consumer);
@@ -171,10 +166,7 @@ impl Source {
             .name(format!("poll-{}", pipeline.name))
             .spawn(move || poll_loop(consumer, flag, control_rx))
             .map_err(|e| rdkafka::error::KafkaError::ClientCreation(e.to_string()))?;
-        Ok(Source {
-            shutdown,
-            thread: Some(thread),
-        })
+        Ok(Source { shutdown, thread: Some(thread) })
     }
 
     /// Stops consuming, drains every partition, commits, and leaves the
@@ -207,18 +199,9 @@ struct State {
 /// What partition actors ask of the poll thread, which owns the consumer.
 pub(crate) enum Control {
     /// Everything before `next` is durable: store it for the next commit.
-    Store {
-        topic: Arc<str>,
-        partition: i32,
-        next: i64,
-    },
+    Store { topic: Arc<str>, partition: i32, next: i64 },
     /// A restarted actor: read again from `offset`, in batches of `epoch`.
-    Rewind {
-        topic: Arc<str>,
-        partition: i32,
-        epoch: u64,
-        offset: i64,
-    },
+    Rewind { topic: Arc<str>, partition: i32, epoch: u64, offset: i64 },
 }
 
 pub(crate) struct SourceContext {
@@ -226,7 +209,6 @@ pub(crate) struct SourceContext {
     state: Mutex<State>,
     parts: SourceParts,
     control: mpsc::Sender<Control>,
-    next_arbiter: AtomicUsize,
     key_partitions: Arc<DashMap<Key, i32>>,
 }
 
@@ -248,11 +230,8 @@ impl ClientContext for SourceContext {
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            let leaving: Vec<(Arc<str>, i32)> = tpl
-                .elements()
-                .iter()
-                .map(|e| (Arc::from(e.topic()), e.partition()))
-                .collect();
+            let leaving: Vec<(Arc<str>, i32)> =
+                tpl.elements().iter().map(|e| (Arc::from(e.topic()), e.partition())).collect();
             metrics::counter!(names::REBALANCES, "pipeline" => self.name.clone(), "kind" => "revoke").increment(1);
             info!(pipeline = %self.name, partitions = ?partition_list(&leaving), "partitions revoked: draining");
             self.retire(consumer, &leaving);
@@ -262,11 +241,8 @@ impl ConsumerContext for SourceContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
-                let arriving: Vec<(Arc<str>, i32)> = tpl
-                    .elements()
-                    .iter()
-                    .map(|e| (Arc::from(e.topic()), e.partition()))
-                    .collect();
+                let arriving: Vec<(Arc<str>, i32)> =
+                    tpl.elements().iter().map(|e| (Arc::from(e.topic()), e.partition())).collect();
                 metrics::counter!(names::REBALANCES, "pipeline" => self.name.clone(), "kind" => "assign").increment(1);
                 info!(pipeline = %self.name, partitions = ?partition_list(&arriving), "partitions assigned");
                 for (topic, partition) in arriving {
@@ -289,7 +265,7 @@ impl SourceContext {
     /// Starts a supervised actor for a newly assigned partition.
     fn adopt(&self, topic: Arc<str>, partition: i32) {
         let arbiters = &self.parts.arbiters;
-        let arbiter = &arbiters[self.next_arbiter.fetch_add(1, Ordering::Relaxed) % arbiters.len()];
+        let arbiter = &arbiters[placement(&topic, partition, arbiters.len())];
         let in_flight = Arc::new(AtomicUsize::new(0));
         let setup = PartitionSetup {
             pipeline: Arc::from(self.name.as_str()),
@@ -308,15 +284,7 @@ impl SourceContext {
         if let Ok(mut state) = self.state.lock() {
             state.partitions.insert(
                 (Arc::clone(&topic), partition),
-                PartitionSlot {
-                    topic,
-                    actor,
-                    in_flight,
-                    epoch: 0,
-                    paused: false,
-                    pending: None,
-                    uncommitted: None,
-                },
+                PartitionSlot { topic, actor, in_flight, epoch: 0, paused: false, pending: None, uncommitted: None },
             );
         }
     }
@@ -326,10 +294,9 @@ impl SourceContext {
     /// they lie past the committed offset, so the next owner reads them.
     fn retire(&self, consumer: &BaseConsumer<Self>, leaving: &[(Arc<str>, i32)]) {
         let slots: Vec<((Arc<str>, i32), PartitionSlot)> = match self.state.lock() {
-            Ok(mut state) => leaving
-                .iter()
-                .filter_map(|k| state.partitions.remove_entry(&(Arc::clone(&k.0), k.1)))
-                .collect(),
+            Ok(mut state) => {
+                leaving.iter().filter_map(|k| state.partitions.remove_entry(&(Arc::clone(&k.0), k.1))).collect()
+            }
             Err(_) => return,
         };
         let mut replies = Vec::new();
@@ -376,19 +343,12 @@ impl SourceContext {
 }
 
 fn commit_list(tpl: &TopicPartitionList) -> Vec<String> {
-    tpl.elements()
-        .iter()
-        .map(|e| format!("{}/{}@{:?}", e.topic(), e.partition(), e.offset()))
-        .collect()
+    tpl.elements().iter().map(|e| format!("{}/{}@{:?}", e.topic(), e.partition(), e.offset())).collect()
 }
 
 /// The poll thread: read, batch, hand over, pause and resume, rewind; on
 /// shutdown drain everything and leave the group.
-fn poll_loop(
-    consumer: Arc<BaseConsumer<SourceContext>>,
-    shutdown: Arc<AtomicBool>,
-    control: mpsc::Receiver<Control>,
-) {
+fn poll_loop(consumer: Arc<BaseConsumer<SourceContext>>, shutdown: Arc<AtomicBool>, control: mpsc::Receiver<Control>) {
     let ctx = consumer.context();
     let name = ctx.name.clone();
     let mut read_since_dispatch = 0usize;
@@ -401,11 +361,7 @@ fn poll_loop(
             commit_progress(&consumer);
             last_commit = Instant::now();
         }
-        let timeout = if read_since_dispatch == 0 {
-            Duration::from_millis(100)
-        } else {
-            Duration::ZERO
-        };
+        let timeout = if read_since_dispatch == 0 { Duration::from_millis(100) } else { Duration::ZERO };
         match consumer.poll(timeout) {
             Some(Ok(message)) => {
                 read_since_dispatch += 1;
@@ -417,9 +373,8 @@ fn poll_loop(
                 let Some(slot) = state.partitions.get_mut(&key) else {
                     continue;
                 };
-                let batch = slot.pending.get_or_insert_with(|| {
-                    RecordBatch::new(Arc::clone(&slot.topic), key.1, slot.epoch)
-                });
+                let batch =
+                    slot.pending.get_or_insert_with(|| RecordBatch::new(Arc::clone(&slot.topic), key.1, slot.epoch));
                 batch.push(message.offset(), message.key(), message.payload());
                 if batch.len() >= MAX_BATCH_RECORDS || batch.byte_len() >= MAX_BATCH_BYTES {
                     dispatch(slot);
@@ -513,11 +468,7 @@ fn commit_progress(consumer: &BaseConsumer<SourceContext>) {
 fn apply_control(consumer: &BaseConsumer<SourceContext>, request: Control) {
     let ctx = consumer.context();
     match request {
-        Control::Store {
-            topic,
-            partition,
-            next,
-        } => {
+        Control::Store { topic, partition, next } => {
             // A partition revoked meanwhile has no slot: its drain committed.
             if let Ok(mut state) = ctx.state.lock() {
                 if let Some(slot) = state.partitions.get_mut(&(topic, partition)) {
@@ -525,12 +476,7 @@ fn apply_control(consumer: &BaseConsumer<SourceContext>, request: Control) {
                 }
             }
         }
-        Control::Rewind {
-            topic,
-            partition,
-            epoch,
-            offset,
-        } => {
+        Control::Rewind { topic, partition, epoch, offset } => {
             let Ok(mut state) = ctx.state.lock() else {
                 return;
             };
@@ -539,12 +485,7 @@ fn apply_control(consumer: &BaseConsumer<SourceContext>, request: Control) {
             };
             slot.epoch = epoch;
             slot.pending = None;
-            match consumer.seek(
-                &topic,
-                partition,
-                Offset::Offset(offset),
-                Duration::from_secs(10),
-            ) {
+            match consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(10)) {
                 Ok(()) => info!(pipeline = %ctx.name, topic = %topic, partition, offset,
                     "partition rewound after its actor restarted"),
                 Err(e) => error!(pipeline = %ctx.name, topic = %topic, partition, error = %e,

@@ -98,9 +98,7 @@ impl PartitionActor {
             for record in batch.records() {
                 match decoder.decode(record.value, record.offset) {
                     Ok(Decoded::Row(row)) => out.rows.push(row),
-                    Ok(Decoded::Skipped(skip)) => {
-                        *out.skipped.entry(skip.reason()).or_default() += 1
-                    }
+                    Ok(Decoded::Skipped(skip)) => *out.skipped.entry(skip.reason()).or_default() += 1,
                     Err(e) => out.failed.push((record.offset, e)),
                 }
             }
@@ -125,22 +123,17 @@ impl PartitionActor {
         for row in &decoded.rows {
             by_op[row.op as usize] += 1;
         }
-        for (op, n) in [
-            ("c", by_op[0]),
-            ("u", by_op[1]),
-            ("d", by_op[2]),
-            ("r", by_op[3]),
-        ] {
+        for (op, n) in [("c", by_op[0]), ("u", by_op[1]), ("d", by_op[2]), ("r", by_op[3])] {
             if n > 0 {
-                metrics::counter!(names::ROWS, "pipeline" => l.pipeline.clone(), "op" => op)
-                    .increment(n);
+                metrics::counter!(names::ROWS, "pipeline" => l.pipeline.clone(), "op" => op).increment(n);
             }
         }
         for (reason, n) in &decoded.skipped {
             metrics::counter!(names::SKIPPED, "pipeline" => l.pipeline.clone(), "reason" => *reason).increment(*n);
         }
         for (_, e) in &decoded.failed {
-            metrics::counter!(names::DECODE_ERRORS, "pipeline" => l.pipeline.clone(), "reason" => e.reason()).increment(1);
+            metrics::counter!(names::DECODE_ERRORS, "pipeline" => l.pipeline.clone(), "reason" => e.reason())
+                .increment(1);
         }
     }
 
@@ -151,11 +144,7 @@ impl PartitionActor {
         let mut misaligned = 0u64;
         let mut example = None;
         for row in rows {
-            let seen = *self
-                .setup
-                .key_partitions
-                .entry(row.key.clone())
-                .or_insert(partition);
+            let seen = *self.setup.key_partitions.entry(row.key.clone()).or_insert(partition);
             if seen != partition {
                 misaligned += 1;
                 example.get_or_insert(seen);
@@ -164,11 +153,8 @@ impl PartitionActor {
         if misaligned == 0 {
             return;
         }
-        metrics::counter!(names::KEY_MISALIGNMENTS, "pipeline" => self.labels.pipeline.clone())
-            .increment(misaligned);
-        let quiet = self
-            .last_misalignment_warning
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(60));
+        metrics::counter!(names::KEY_MISALIGNMENTS, "pipeline" => self.labels.pipeline.clone()).increment(misaligned);
+        let quiet = self.last_misalignment_warning.is_some_and(|t| t.elapsed() < Duration::from_secs(60));
         if !quiet {
             self.last_misalignment_warning = Some(Instant::now());
             warn!(pipeline = %self.labels.pipeline, topic = %self.labels.topic, partition,
@@ -215,8 +201,7 @@ impl Actor for PartitionActor {
 
 impl Supervised for PartitionActor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        metrics::counter!(names::ACTOR_RESTARTS, "pipeline" => self.labels.pipeline.clone())
-            .increment(1);
+        metrics::counter!(names::ACTOR_RESTARTS, "pipeline" => self.labels.pipeline.clone()).increment(1);
         if !self.failed {
             return;
         }
@@ -225,9 +210,7 @@ impl Supervised for PartitionActor {
         self.decoder = Decoder::new(self.setup.decode.clone(), &self.setup.topic);
         // Batches in flight were cancelled with the old context; batches
         // still queued for the old epoch are dropped as they arrive.
-        self.setup
-            .in_flight
-            .fetch_sub(self.tracker.in_flight(), Ordering::SeqCst);
+        self.setup.in_flight.fetch_sub(self.tracker.in_flight(), Ordering::SeqCst);
         self.tracker.abandon_in_flight();
         if let Some(offset) = self.tracker.committable().or(self.first_offset) {
             let _ = self.setup.control.send(Control::Rewind {
@@ -266,8 +249,7 @@ impl Handler<Batch> for PartitionActor {
             self.setup.in_flight.fetch_sub(1, Ordering::SeqCst);
             return;
         };
-        self.first_offset
-            .get_or_insert(batch.first_offset().unwrap_or(last_offset));
+        self.first_offset.get_or_insert(batch.first_offset().unwrap_or(last_offset));
         let started = Instant::now();
         let decoded = match self.decode_batch(&batch) {
             Ok(decoded) => decoded,
@@ -296,22 +278,14 @@ impl Handler<Batch> for PartitionActor {
                 let record = batch.records().find(|r| r.offset == *offset);
                 let (key, value) = record.map_or((None, None), |r| (r.key, r.value));
                 let dead_letters = &dead_letters;
-                let origin = Origin {
-                    topic: &batch.topic,
-                    partition: batch.partition,
-                    offset: *offset,
-                };
-                async move {
-                    dead_letters
-                        .send(origin, key, value, error)
-                        .await
-                        .map(|()| error.reason())
-                }
+                let origin = Origin { topic: &batch.topic, partition: batch.partition, offset: *offset };
+                async move { dead_letters.send(origin, key, value, error).await.map(|()| error.reason()) }
             });
             for result in join_all(letters).await {
                 match result {
                     Ok(reason) => {
-                        metrics::counter!(names::DEAD_LETTERS, "pipeline" => pipeline.clone(), "reason" => reason).increment(1)
+                        metrics::counter!(names::DEAD_LETTERS, "pipeline" => pipeline.clone(), "reason" => reason)
+                            .increment(1)
                     }
                     Err(e) => return Err(BatchError::Fatal(format!("dead letter not delivered: {e}"))),
                 }

@@ -19,17 +19,13 @@ pub fn kafka_brokers() -> String {
 }
 
 pub fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres:postgrespw@127.0.0.1:5432/mydb".into())
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres:postgrespw@127.0.0.1:5432/mydb".into())
 }
 
 /// A number no earlier run is likely to have used, so rows a test inserts
 /// through the shared connector are told apart from everyone else's.
 pub fn unique_base() -> i64 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_nanos();
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_nanos();
     // Fits an INT column with room for 100,000 ids above it.
     100_000_000 + (nanos % 1_900_000) as i64 * 1_000
 }
@@ -67,12 +63,7 @@ pub fn partitions(topic: &str, wait: Duration) -> Result<Vec<i32>> {
     loop {
         let metadata = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .unwrap_or_else(|e| {
-                panic!(
-                    "Kafka at {} is required (scripts/stack up): {e}",
-                    kafka_brokers()
-                )
-            });
+            .unwrap_or_else(|e| panic!("Kafka at {} is required (scripts/stack up): {e}", kafka_brokers()));
         if let Some(t) = metadata.topics().first() {
             if t.error().is_none() && !t.partitions().is_empty() {
                 let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
@@ -116,16 +107,7 @@ impl Record {
         use rdkafka::message::Headers;
         let headers = m
             .headers()
-            .map(|hs| {
-                hs.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_owned(),
-                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                        )
-                    })
-                    .collect()
-            })
+            .map(|hs| hs.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
             .unwrap_or_default();
         Record {
             partition: m.partition(),
@@ -138,10 +120,7 @@ impl Record {
 
     /// The value of header `name`, as text.
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| String::from_utf8_lossy(v).into_owned())
     }
 
     pub fn key_json(&self) -> serde_json::Value {
@@ -150,9 +129,7 @@ impl Record {
     }
 
     pub fn value_json(&self) -> Option<serde_json::Value> {
-        self.value
-            .as_deref()
-            .map(|v| serde_json::from_slice(v).expect("value is JSON"))
+        self.value.as_deref().map(|v| serde_json::from_slice(v).expect("value is JSON"))
     }
 }
 
@@ -168,9 +145,7 @@ pub fn read_until(
     let consumer = consumer();
     let mut assignment = TopicPartitionList::new();
     for p in partitions(topic, wait)? {
-        let offset = start
-            .get(&p)
-            .map_or(Offset::Beginning, |&o| Offset::Offset(o));
+        let offset = start.get(&p).map_or(Offset::Beginning, |&o| Offset::Offset(o));
         assignment.add_partition_offset(topic, p, offset)?;
     }
     consumer.assign(&assignment)?;
@@ -188,10 +163,7 @@ pub fn read_until(
             None => {}
         }
     }
-    bail!(
-        "gave up on {topic} after {wait:?} with {} records read",
-        records.len()
-    )
+    bail!("gave up on {topic} after {wait:?} with {} records read", records.len())
 }
 
 /// Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`): the hash
@@ -236,23 +208,13 @@ pub fn kafka_partition(key: &[u8], partitions: usize) -> i32 {
 /// Creates a topic with `partitions` partitions (replication 1).
 pub async fn create_topic(name: &str, partitions: i32) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .create()
-        .expect("admin client");
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", kafka_brokers()).create().expect("admin client");
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     let results = admin
-        .create_topics(
-            &[topic],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
+        .create_topics(&[topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
         .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "Kafka at {} is required (scripts/stack up): {e}",
-                kafka_brokers()
-            )
-        });
+        .unwrap_or_else(|e| panic!("Kafka at {} is required (scripts/stack up): {e}", kafka_brokers()));
     for r in results {
         r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
     }
@@ -290,8 +252,7 @@ pub async fn send(
     key: Option<&[u8]>,
     value: Option<&[u8]>,
 ) {
-    let mut record: rdkafka::producer::FutureRecord<'_, [u8], [u8]> =
-        rdkafka::producer::FutureRecord::to(topic);
+    let mut record: rdkafka::producer::FutureRecord<'_, [u8], [u8]> = rdkafka::producer::FutureRecord::to(topic);
     if let Some(p) = partition {
         record = record.partition(p);
     }
@@ -301,10 +262,7 @@ pub async fn send(
     if let Some(v) = value {
         record = record.payload(v);
     }
-    producer
-        .send(record, Duration::from_secs(10))
-        .await
-        .unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
+    producer.send(record, Duration::from_secs(10)).await.unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
 }
 
 /// The offsets group `group` has committed on `topic`'s partitions.
@@ -318,9 +276,7 @@ pub fn committed(group: &str, topic: &str) -> HashMap<i32, i64> {
     for p in partitions(topic, Duration::ZERO).expect("topic") {
         tpl.add_partition(topic, p);
     }
-    let committed = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed offsets");
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
     committed
         .elements()
         .iter()
@@ -348,11 +304,7 @@ pub fn transaction_envelope(user_id: i64, id: i64, amount_cents: i64) -> (Vec<u8
         let mut envelope: Envelope<'_> = serde_json::from_str(text).expect("fixture");
         edit(&mut envelope.payload);
         let payload = serde_json::to_string(&envelope.payload).expect("json");
-        format!(
-            "{{\"schema\":{},\"payload\":{payload}}}",
-            envelope.schema.get()
-        )
-        .into_bytes()
+        format!("{{\"schema\":{},\"payload\":{payload}}}", envelope.schema.get()).into_bytes()
     };
     let value = write(VALUE, &|p| {
         p["after"]["user_id"] = user_id.into();
@@ -398,9 +350,8 @@ fn base64(bytes: &[u8]) -> String {
 /// Deletes topics a test created (best effort: a leftover is harmless).
 pub async fn delete_topics(names: &[&str]) {
     use rdkafka::admin::{AdminClient, AdminOptions};
-    let admin: Result<AdminClient<rdkafka::client::DefaultClientContext>, _> = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .create();
+    let admin: Result<AdminClient<rdkafka::client::DefaultClientContext>, _> =
+        ClientConfig::new().set("bootstrap.servers", kafka_brokers()).create();
     if let Ok(admin) = admin {
         let _ = admin.delete_topics(names, &AdminOptions::new()).await;
     }
@@ -408,10 +359,7 @@ pub async fn delete_topics(names: &[&str]) {
 
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 /// A `vigil run` process for one pipeline file, killed when dropped.
@@ -435,18 +383,12 @@ impl Vigil {
             .stderr(out)
             .spawn()
             .expect("vigil starts");
-        Vigil {
-            child,
-            metrics_addr,
-            log,
-        }
+        Vigil { child, metrics_addr, log }
     }
 
     /// The Prometheus text of this process (empty until it answers).
     pub fn metrics(&self) -> String {
-        http_get(&self.metrics_addr, "/metrics")
-            .map(|(_, body)| body)
-            .unwrap_or_default()
+        http_get(&self.metrics_addr, "/metrics").map(|(_, body)| body).unwrap_or_default()
     }
 
     /// Sum of every series of `name` (all labels) in this process.
@@ -460,19 +402,13 @@ impl Vigil {
 
     /// SIGTERM, then the exit status (within 60 s).
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "vigil did not stop within 60 s:\n{}",
-                self.log()
-            );
+            assert!(Instant::now() < deadline, "vigil did not stop within 60 s:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -499,19 +435,14 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     Some((status, body))
 }
 
 /// Sum of every series of metric `name` in Prometheus text.
 pub fn metric_sum(text: &str, name: &str) -> f64 {
     text.lines()
-        .filter(|l| {
-            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' '))
-        })
+        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' ')))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -529,13 +460,7 @@ pub fn eventually(wait: Duration, mut condition: impl FnMut() -> bool) -> bool {
 }
 
 /// A pipeline file for a test, in a fresh temporary folder.
-pub fn pipeline_file(
-    name: &str,
-    topic: &str,
-    group: &str,
-    alerts: &str,
-    dead_letters: &str,
-) -> std::path::PathBuf {
+pub fn pipeline_file(name: &str, topic: &str, group: &str, alerts: &str, dead_letters: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("vigil-test-{name}"));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("pipeline.yaml");

@@ -1,0 +1,254 @@
+//! Alerts: the JSON vigil writes to a pipeline's alert topic, keyed by the
+//! user key, one per (pipeline, detector, row) that fires.
+//!
+//! The `id` is derived from the pipeline, the detector and the row's
+//! identity in the database (table, primary key and Debezium's
+//! `source.lsn`; the Kafka topic/partition/offset when there is no LSN), so
+//! a change delivered twice, after a crash or a rebalance, gives the same
+//! id and a consumer can drop the copy.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{json, Map, Value as Json};
+use sha2::{Digest, Sha256};
+
+use crate::detect::Finding;
+use crate::row::{Row, Value};
+use crate::time::EventTime;
+
+/// Where the row was read.
+#[derive(Debug, Clone, Copy)]
+pub struct SourcePosition<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+}
+
+/// What an alert needs besides the row and the finding.
+pub struct AlertContext<'a> {
+    pub pipeline: &'a str,
+    pub detector: &'a str,
+    /// The primary key columns: (name, position in the row's values).
+    pub primary_key: &'a [(String, usize)],
+    pub source: SourcePosition<'a>,
+}
+
+/// An alert ready to send: its key (the user key) and JSON value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    pub id: String,
+    pub key: String,
+    pub json: Json,
+}
+
+/// The row's identity in the database, as the id's input and the alert's
+/// `row` field: table, primary key, LSN (or the Kafka position).
+fn identity(ctx: &AlertContext<'_>, row: &Row) -> String {
+    let mut text = format!("{}\u{0}{}\u{0}{}\u{0}", ctx.pipeline, ctx.detector, row.table);
+    for (name, i) in ctx.primary_key {
+        text.push_str(name);
+        text.push('=');
+        text.push_str(&value_text(row.values.get(*i).unwrap_or(&Value::Null)));
+        text.push('\u{0}');
+    }
+    match row.lsn {
+        Some(lsn) => text.push_str(&format!("lsn={lsn}")),
+        None => text.push_str(&format!("kafka={}/{}/{}", ctx.source.topic, ctx.source.partition, row.offset)),
+    }
+    text
+}
+
+/// 128 bits of SHA-256 of the row's identity, hex.
+pub fn alert_id(ctx: &AlertContext<'_>, row: &Row) -> String {
+    let digest = Sha256::digest(identity(ctx, row).as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Decimal(d) => d.to_string(),
+        Value::Text(s) => s.to_string(),
+        Value::Time(t) => t.to_string(),
+        Value::Bytes(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
+    }
+}
+
+/// A column value in an alert: numbers as numbers, decimals as exact
+/// strings, times as RFC 3339.
+fn value_json(v: &Value) -> Json {
+    match v {
+        Value::Null => Json::Null,
+        Value::Bool(b) => json!(b),
+        Value::Int(i) => json!(i),
+        Value::Float(f) => json!(f),
+        other => json!(value_text(other)),
+    }
+}
+
+fn now() -> EventTime {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    EventTime(i64::try_from(since.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// The evidence of a finding, one entry per rule.
+fn reasons(finding: &Finding) -> Json {
+    match finding {
+        Finding::Spend(f) => json!([{
+            "rule": "spend_anomaly",
+            "amount": f.amount.to_string(),
+            "mean": f.mean.to_string(),
+            "factor": f.factor.to_string(),
+            "history": f.history,
+            "min_amount": f.min_amount.to_string(),
+        }]),
+        Finding::Velocity(f) => {
+            let mut rules = Vec::new();
+            if let Some(v) = &f.velocity {
+                rules.push(json!({
+                    "rule": "velocity",
+                    "count": v.count,
+                    "window_seconds": v.window.as_secs_f64(),
+                    "max_count": v.max_count,
+                    "points": v.points,
+                }));
+            }
+            if let Some(h) = &f.high_amount {
+                rules.push(json!({
+                    "rule": "high_amount",
+                    "amount": h.amount.to_string(),
+                    "threshold": h.threshold.to_string(),
+                    "points": h.points,
+                }));
+            }
+            json!(rules)
+        }
+    }
+}
+
+/// Builds the alert for `finding` on `row`.
+pub fn build(ctx: &AlertContext<'_>, row: &Row, amount: &Value, finding: &Finding) -> Alert {
+    let id = alert_id(ctx, row);
+    let key = row.key.to_string();
+    let mut primary_key = Map::new();
+    for (name, i) in ctx.primary_key {
+        primary_key.insert(name.clone(), value_json(row.values.get(*i).unwrap_or(&Value::Null)));
+    }
+    let json = json!({
+        "id": id,
+        "pipeline": ctx.pipeline,
+        "detector": ctx.detector,
+        "key": key,
+        "score": finding.score().to_string().parse::<f64>().unwrap_or(0.0),
+        "reasons": reasons(finding),
+        "row": {
+            "table": &*row.table,
+            "primary_key": primary_key,
+            "op": row.op.code(),
+            "lsn": row.lsn,
+        },
+        "amount": value_text(amount),
+        "event_time": row.event_time.to_string(),
+        "source": {
+            "topic": ctx.source.topic,
+            "partition": ctx.source.partition,
+            "offset": row.offset,
+        },
+        "detected_at": now().to_string(),
+    });
+    Alert { id, key, json }
+}
+
+/// Sends alerts to one topic with the durable producer.
+#[derive(Clone)]
+pub struct AlertSink {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl AlertSink {
+    pub fn new(producer: FutureProducer, topic: String) -> Self {
+        AlertSink { producer, topic }
+    }
+
+    /// Sends one alert and waits until Kafka acknowledges it.
+    pub async fn send(&self, alert: Alert) -> Result<(), KafkaError> {
+        let payload = alert.json.to_string();
+        let record = FutureRecord::to(&self.topic).key(&alert.key).payload(&payload);
+        self.producer.send(record, Duration::from_secs(60)).await.map(|_| ()).map_err(|(e, _)| e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::spend::SpendFinding;
+    use crate::row::{Key, Op};
+    use std::sync::Arc;
+
+    fn row(lsn: Option<i64>, offset: i64) -> Row {
+        Row {
+            op: Op::Create,
+            key: Key::Int(42),
+            event_time: EventTime(1_795_601_472_345_678),
+            values: vec![Value::Int(17), Value::Decimal("4000.00".parse().expect("decimal"))].into(),
+            table: Arc::from("public.transactions"),
+            lsn,
+            offset,
+        }
+    }
+
+    fn ctx<'a>(detector: &'a str, pk: &'a [(String, usize)], partition: i32) -> AlertContext<'a> {
+        AlertContext { pipeline: "fraud", detector, primary_key: pk, source: SourcePosition { topic: "t", partition } }
+    }
+
+    #[test]
+    fn ids_follow_the_row_not_the_delivery() {
+        let pk = [("id".to_owned(), 0)];
+        let a = alert_id(&ctx("spend", &pk, 3), &row(Some(99), 10));
+        // Re-delivered at another offset (after a crash): same id.
+        assert_eq!(a, alert_id(&ctx("spend", &pk, 3), &row(Some(99), 500)));
+        assert_eq!(a.len(), 32);
+        // Another detector, another change of the row: other ids.
+        assert_ne!(a, alert_id(&ctx("velocity", &pk, 3), &row(Some(99), 10)));
+        assert_ne!(a, alert_id(&ctx("spend", &pk, 3), &row(Some(100), 10)));
+        // Without an LSN the Kafka position identifies the row.
+        let b = alert_id(&ctx("spend", &pk, 3), &row(None, 10));
+        assert_ne!(b, alert_id(&ctx("spend", &pk, 3), &row(None, 11)));
+        assert_ne!(b, alert_id(&ctx("spend", &pk, 4), &row(None, 10)));
+    }
+
+    #[test]
+    fn alert_json_carries_the_evidence() {
+        let pk = [("id".to_owned(), 0)];
+        let r = row(Some(99), 10);
+        let finding = Finding::Spend(SpendFinding {
+            amount: "4000.00".parse().expect("d"),
+            mean: "100".parse().expect("d"),
+            history: 3,
+            factor: "3.0".parse().expect("d"),
+            min_amount: "500".parse().expect("d"),
+        });
+        let alert = build(&ctx("spend-anomaly", &pk, 3), &r, &r.values[1], &finding);
+        let j = &alert.json;
+        assert_eq!(alert.key, "42");
+        assert_eq!(j["id"], alert.id.as_str());
+        assert_eq!(j["pipeline"], "fraud");
+        assert_eq!(j["detector"], "spend-anomaly");
+        assert_eq!(j["key"], "42");
+        assert_eq!(j["score"], 40.0);
+        assert_eq!(j["reasons"][0]["mean"], "100");
+        assert_eq!(j["reasons"][0]["factor"], "3.0");
+        assert_eq!(j["row"]["primary_key"]["id"], 17);
+        assert_eq!(j["row"]["table"], "public.transactions");
+        assert_eq!(j["row"]["lsn"], 99);
+        assert_eq!(j["amount"], "4000.00");
+        assert_eq!(j["event_time"], "2026-11-25T10:11:12.345678Z");
+        assert_eq!(j["source"], json!({"topic": "t", "partition": 3, "offset": 10}));
+        assert!(j["detected_at"].as_str().is_some_and(|s| s.ends_with('Z')));
+    }
+}

@@ -1,0 +1,151 @@
+//! A detector shard: an actor owning the users of the partitions routed to
+//! it. It runs the pipeline's detectors over each batch of rows, in order,
+//! sends an alert for every finding, and answers once Kafka has
+//! acknowledged all of the batch's alerts: only then may the batch's
+//! offsets be committed.
+//!
+//! State lives in memory, per partition: a partition that leaves the
+//! process takes its users' state with it (dropped on revocation), and a
+//! restart starts empty. Keeping state across restarts is a later step.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use futures::future::join_all;
+
+use super::Detectors;
+use crate::alert::{self, AlertContext, AlertSink, SourcePosition};
+use crate::metrics::names;
+use crate::row::{Key, Op, Row, Value};
+use crate::source::BatchError;
+use crate::time::EventTime;
+
+/// How often (rows) a partition's idle users are looked for.
+const EXPIRE_EVERY_ROWS: usize = 10_000;
+
+/// What every shard of a pipeline shares.
+pub struct ShardSetup {
+    pub pipeline: String,
+    pub detectors: Arc<Detectors>,
+    /// Primary key columns: name and position in a row's values.
+    pub primary_key: Vec<(String, usize)>,
+    /// Ops whose rows may alert; the others only warm the state.
+    pub alerting_ops: Vec<Op>,
+    pub alerts: AlertSink,
+    /// Users tracked by all shards of the pipeline, for the gauge.
+    pub tracked_users: Arc<AtomicI64>,
+}
+
+/// The users of one partition.
+#[derive(Default)]
+struct PartitionUsers {
+    users: HashMap<Key, super::UserState>,
+    newest: Option<EventTime>,
+    rows_since_expiry: usize,
+}
+
+pub struct DetectorShard {
+    setup: Arc<ShardSetup>,
+    partitions: HashMap<(Arc<str>, i32), PartitionUsers>,
+}
+
+impl DetectorShard {
+    pub fn new(setup: Arc<ShardSetup>) -> Self {
+        DetectorShard { setup, partitions: HashMap::new() }
+    }
+
+    fn track(&self, delta: i64) {
+        if delta != 0 {
+            let now = self.setup.tracked_users.fetch_add(delta, Ordering::Relaxed) + delta;
+            metrics::gauge!(names::TRACKED_USERS, "pipeline" => self.setup.pipeline.clone()).set(now as f64);
+        }
+    }
+}
+
+impl Actor for DetectorShard {
+    type Context = Context<Self>;
+}
+
+/// A batch of one partition's rows, in offset order.
+#[derive(Message)]
+#[rtype(result = "Result<(), BatchError>")]
+pub struct Detect {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub rows: Vec<Row>,
+}
+
+/// The partition left this process: forget its users.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Forget {
+    pub topic: Arc<str>,
+    pub partition: i32,
+}
+
+impl Handler<Detect> for DetectorShard {
+    type Result = ResponseFuture<Result<(), BatchError>>;
+
+    fn handle(&mut self, msg: Detect, _ctx: &mut Context<Self>) -> Self::Result {
+        let setup = Arc::clone(&self.setup);
+        let detectors = &setup.detectors;
+        let part = self.partitions.entry((Arc::clone(&msg.topic), msg.partition)).or_default();
+        let before = part.users.len();
+        let mut alerts = Vec::new();
+        for row in &msg.rows {
+            let alerting = setup.alerting_ops.contains(&row.op);
+            let user = part.users.entry(row.key.clone()).or_insert_with(|| detectors.new_user());
+            detectors.observe(user, row, alerting, |i, finding| {
+                let detector = &detectors.list()[i];
+                let ctx = AlertContext {
+                    pipeline: &setup.pipeline,
+                    detector: &detector.name,
+                    primary_key: &setup.primary_key,
+                    source: SourcePosition { topic: &msg.topic, partition: msg.partition },
+                };
+                let amount = row.values.get(detector.amount).unwrap_or(&Value::Null);
+                alerts.push((detector.name.clone(), alert::build(&ctx, row, amount, &finding)));
+            });
+            part.newest = part.newest.max(Some(row.event_time));
+        }
+        part.rows_since_expiry += msg.rows.len();
+        if detectors.expires_users() && part.rows_since_expiry >= EXPIRE_EVERY_ROWS {
+            part.rows_since_expiry = 0;
+            if let Some(now) = part.newest {
+                part.users.retain(|_, user| !detectors.expire(user, now));
+            }
+        }
+        let delta = part.users.len() as i64 - before as i64;
+        self.track(delta);
+
+        let pipeline = setup.pipeline.clone();
+        Box::pin(async move {
+            let sends = alerts.into_iter().map(|(detector, alert)| {
+                let sink = setup.alerts.clone();
+                async move { sink.send(alert).await.map(|()| detector) }
+            });
+            for result in join_all(sends).await {
+                match result {
+                    Ok(detector) => {
+                        metrics::counter!(names::ALERTS, "pipeline" => pipeline.clone(), "detector" => detector)
+                            .increment(1)
+                    }
+                    Err(e) => return Err(BatchError::Fatal(format!("alert not delivered: {e}"))),
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Handler<Forget> for DetectorShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: Forget, _ctx: &mut Context<Self>) {
+        if let Some(part) = self.partitions.remove(&(msg.topic, msg.partition)) {
+            self.track(-(part.users.len() as i64));
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! `velocity_score`: many transactions in a short time, or one very large.
+//!
+//! Points add up per row: `velocity` scores when more than `max_count` of
+//! the user's rows seen so far lie in the `window` ending at this row's
+//! event time (both ends included, the row itself counted); `high_amount`
+//! scores when the amount is above `threshold`. A total above
+//! `alert_above` alerts. Event time only, never the wall clock: a late row
+//! counts by its own time. Times older than the user's newest minus the
+//! window minus `allowed_lateness` are forgotten.
+
+use std::collections::VecDeque;
+
+use rust_decimal::Decimal;
+
+use crate::config::VelocityScoreConfig;
+use crate::time::EventTime;
+
+/// A user's recent event times, ascending (microseconds).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VelocityWindow {
+    times: VecDeque<i64>,
+}
+
+impl VelocityWindow {
+    pub fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+}
+
+/// The evidence of a score above `alert_above`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VelocityFinding {
+    pub score: u32,
+    /// Rows in the window (when the velocity rule is active) and whether it
+    /// scored.
+    pub velocity: Option<VelocityEvidence>,
+    /// The amount rule's part, when active.
+    pub high_amount: Option<HighAmountEvidence>,
+    pub alert_above: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VelocityEvidence {
+    pub count: usize,
+    pub window: std::time::Duration,
+    pub max_count: u32,
+    pub points: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HighAmountEvidence {
+    pub amount: Decimal,
+    pub threshold: Decimal,
+    pub points: u32,
+}
+
+fn micros(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Scores a row of the user at `time` with `amount`, then remembers it.
+pub fn observe(
+    config: &VelocityScoreConfig,
+    window: &mut VelocityWindow,
+    time: EventTime,
+    amount: Decimal,
+) -> Option<VelocityFinding> {
+    let t = time.micros();
+    let mut score = 0;
+    let velocity = config.velocity.as_ref().map(|rule| {
+        let at = window.times.partition_point(|&s| s <= t);
+        window.times.insert(at, t);
+        let start = t.saturating_sub(micros(rule.window));
+        let count = at + 1 - window.times.partition_point(|&s| s < start);
+        let points = if count > rule.max_count as usize { rule.points } else { 0 };
+        score += points;
+        // Forget what no row within the allowed lateness can count again.
+        let newest = window.times.back().copied().unwrap_or(t);
+        let horizon = newest.saturating_sub(micros(rule.window)).saturating_sub(micros(config.allowed_lateness));
+        while window.times.front().is_some_and(|&s| s < horizon) {
+            window.times.pop_front();
+        }
+        VelocityEvidence { count, window: rule.window, max_count: rule.max_count, points }
+    });
+    let high_amount = config.high_amount.as_ref().map(|rule| {
+        let points = if amount > rule.threshold { rule.points } else { 0 };
+        score += points;
+        HighAmountEvidence { amount, threshold: rule.threshold, points }
+    });
+    (score > config.alert_above).then_some(VelocityFinding {
+        score,
+        velocity,
+        high_amount,
+        alert_above: config.alert_above,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HighAmountRule, VelocityRule};
+    use std::time::Duration;
+
+    const S: i64 = 1_000_000;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().expect("decimal")
+    }
+
+    /// Velocity alone, alerting on the count rule only.
+    fn count_only() -> VelocityScoreConfig {
+        VelocityScoreConfig { high_amount: None, alert_above: 39, ..VelocityScoreConfig::default() }
+    }
+
+    fn feed(config: &VelocityScoreConfig, w: &mut VelocityWindow, times: &[i64]) -> Vec<Option<VelocityFinding>> {
+        times.iter().map(|&t| observe(config, w, EventTime(t), d("1"))).collect()
+    }
+
+    #[test]
+    fn exactly_max_count_in_the_window_does_not_score() {
+        let c = count_only();
+        let mut w = VelocityWindow::default();
+        let f = feed(&c, &mut w, &[0, S, 2 * S, 3 * S, 4 * S]);
+        assert!(f.iter().all(Option::is_none), "5 rows is not more than 5");
+        let sixth = observe(&c, &mut w, EventTime(5 * S), d("1")).expect("6 > 5");
+        let v = sixth.velocity.expect("velocity evidence");
+        assert_eq!((v.count, v.points, sixth.score), (6, 40, 40));
+    }
+
+    #[test]
+    fn a_row_exactly_window_old_counts_and_a_microsecond_older_does_not() {
+        let c = count_only();
+        // Five rows at t0, then a row exactly 60 s later: both ends included.
+        let mut w = VelocityWindow::default();
+        feed(&c, &mut w, &[0, 0, 0, 0, 0]);
+        let at_edge = observe(&c, &mut w, EventTime(60 * S), d("1"));
+        assert_eq!(at_edge.and_then(|f| f.velocity).map(|v| v.count), Some(6));
+
+        let mut w = VelocityWindow::default();
+        feed(&c, &mut w, &[0, 0, 0, 0, 0]);
+        let past_edge = observe(&c, &mut w, EventTime(60 * S + 1), d("1"));
+        assert_eq!(past_edge, None, "the five are 60 s + 1 µs old");
+    }
+
+    #[test]
+    fn exactly_threshold_is_not_above_it() {
+        let c = VelocityScoreConfig { velocity: None, alert_above: 40, ..VelocityScoreConfig::default() };
+        let mut w = VelocityWindow::default();
+        assert_eq!(observe(&c, &mut w, EventTime(0), d("4000")), None);
+        let f = observe(&c, &mut w, EventTime(0), d("4000.01")).expect("above threshold");
+        assert_eq!(f.score, 50);
+        assert_eq!(f.high_amount.map(|h| h.points), Some(50));
+        assert!(w.is_empty(), "no times kept without the velocity rule");
+    }
+
+    #[test]
+    fn the_reference_agent_needs_both_rules() {
+        let c = VelocityScoreConfig::default();
+        let mut w = VelocityWindow::default();
+        for i in 0..5 {
+            assert_eq!(observe(&c, &mut w, EventTime(i * S), d("5000")), None, "50 points alone");
+        }
+        let f = observe(&c, &mut w, EventTime(5 * S), d("10")).map(|f| f.score);
+        assert_eq!(f, None, "40 points alone");
+        let f = observe(&c, &mut w, EventTime(6 * S), d("4000.01")).expect("90 > 70");
+        assert_eq!(f.score, 90);
+        assert_eq!(f.alert_above, 70);
+    }
+
+    #[test]
+    fn late_rows_count_by_their_own_time() {
+        let c = VelocityScoreConfig { allowed_lateness: Duration::from_secs(120), ..count_only() };
+        let mut w = VelocityWindow::default();
+        // Rows at 100..105 s, then a late row at 30 s: its window [-30, 30]
+        // holds only itself.
+        feed(&c, &mut w, &[100 * S, 101 * S, 102 * S, 103 * S, 104 * S, 105 * S]);
+        let late = observe(&c, &mut w, EventTime(30 * S), d("1"));
+        assert_eq!(late, None);
+        // A late row at 99 s sees 99..105? No: its window ends at 99 s, so
+        // it sees itself and the late row at 30 s is outside [39, 99].
+        let late = observe(&c, &mut w, EventTime(99 * S), d("1"));
+        assert_eq!(late, None);
+        // A row at 105 s now counts 100..105 (6), 99 (late), and itself: 8.
+        let f = observe(&c, &mut w, EventTime(105 * S), d("1")).expect("8 > 5");
+        assert_eq!(f.velocity.map(|v| v.count), Some(8));
+    }
+
+    #[test]
+    fn old_times_are_forgotten_beyond_window_and_lateness() {
+        let c = VelocityScoreConfig { allowed_lateness: Duration::from_secs(10), ..count_only() };
+        let mut w = VelocityWindow::default();
+        feed(&c, &mut w, &[0, S, 2 * S]);
+        assert_eq!(w.len(), 3);
+        observe(&c, &mut w, EventTime(71 * S + 1), d("1"));
+        // Horizon: 71 s + 1 µs - 60 s - 10 s = 1 s + 1 µs: 0 and 1 s go.
+        assert_eq!(w.len(), 2);
+    }
+
+    #[test]
+    fn custom_rules() {
+        let c = VelocityScoreConfig {
+            velocity: Some(VelocityRule { window: Duration::from_secs(1), max_count: 1, points: 10 }),
+            high_amount: Some(HighAmountRule { threshold: d("1"), points: 5 }),
+            alert_above: 14,
+            ..VelocityScoreConfig::default()
+        };
+        let mut w = VelocityWindow::default();
+        assert_eq!(observe(&c, &mut w, EventTime(0), d("2")), None, "5 points");
+        assert_eq!(observe(&c, &mut w, EventTime(S), d("2")).map(|f| f.score), Some(15));
+    }
+}
