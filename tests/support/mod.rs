@@ -134,8 +134,8 @@ impl Record {
 }
 
 /// Reads `topic` from the given start offsets (partitions not named start at
-/// the beginning) until `done` says the collected records suffice, or fails
-/// after `wait`.
+/// the beginning) until `done` says the collected records suffice (asked
+/// after every poll, with or without a new record), or fails after `wait`.
 pub fn read_until(
     topic: &str,
     start: &HashMap<i32, i64>,
@@ -153,14 +153,13 @@ pub fn read_until(
     let mut records = Vec::new();
     while Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                records.push(Record::from_message(&m));
-                if done(&records) {
-                    return Ok(records);
-                }
-            }
+            Some(Ok(m)) => records.push(Record::from_message(&m)),
             Some(Err(e)) => bail!("reading {topic}: {e}"),
             None => {}
+        }
+        // Asked after quiet polls too, so a condition on time can end it.
+        if done(&records) {
+            return Ok(records);
         }
     }
     bail!("gave up on {topic} after {wait:?} with {} records read", records.len())
@@ -290,6 +289,16 @@ pub fn committed(group: &str, topic: &str) -> HashMap<i32, i64> {
 /// A real Debezium create envelope (captured from the stack's connector)
 /// with its user, id and amount replaced: the shape vigil must decode.
 pub fn transaction_envelope(user_id: i64, id: i64, amount_cents: i64) -> (Vec<u8>, Vec<u8>) {
+    transaction_envelope_at(user_id, id, amount_cents, None)
+}
+
+/// As [`transaction_envelope`], with `created_at` (µs since the epoch) set.
+pub fn transaction_envelope_at(
+    user_id: i64,
+    id: i64,
+    amount_cents: i64,
+    created_at: Option<i64>,
+) -> (Vec<u8>, Vec<u8>) {
     const VALUE: &str = include_str!("../fixtures/debezium/transactions-create.value.json");
     const KEY: &str = include_str!("../fixtures/debezium/transactions-create.key.json");
     #[derive(serde::Deserialize)]
@@ -310,6 +319,9 @@ pub fn transaction_envelope(user_id: i64, id: i64, amount_cents: i64) -> (Vec<u8
         p["after"]["user_id"] = user_id.into();
         p["after"]["id"] = id.into();
         p["after"]["amount"] = connect_decimal(amount_cents).into();
+        if let Some(at) = created_at {
+            p["after"]["created_at"] = at.into();
+        }
     });
     let key = write(KEY, &|p| p["user_id"] = user_id.into());
     (key, value)
@@ -413,6 +425,12 @@ impl Vigil {
         }
     }
 
+    /// SIGKILL: no drain, no commit, as a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -461,7 +479,20 @@ pub fn eventually(wait: Duration, mut condition: impl FnMut() -> bool) -> bool {
 
 /// A pipeline file for a test, in a fresh temporary folder.
 pub fn pipeline_file(name: &str, topic: &str, group: &str, alerts: &str, dead_letters: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("vigil-test-{name}"));
+    let detectors = "[{type: spend_anomaly}, {type: velocity_score}]";
+    pipeline_file_with(name, topic, group, alerts, dead_letters, detectors)
+}
+
+/// A pipeline file with the given `detectors:` (YAML flow style).
+pub fn pipeline_file_with(
+    name: &str,
+    topic: &str,
+    group: &str,
+    alerts: &str,
+    dead_letters: &str,
+    detectors: &str,
+) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vigil-test-{group}"));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("pipeline.yaml");
     let text = format!(
@@ -469,7 +500,7 @@ pub fn pipeline_file(name: &str, topic: &str, group: &str, alerts: &str, dead_le
          source: {{brokers: '{brokers}', topics: [{topic}], group: {group}, start_from: earliest}}\n\
          format: {{type: debezium-json}}\n\
          rows: {{key: user_id, event_time: created_at}}\n\
-         detectors: [{{type: spend_anomaly}}, {{type: velocity_score}}]\n\
+         detectors: {detectors}\n\
          sink: {{alerts: {alerts}, dead_letters: {dead_letters}}}\n",
         brokers = kafka_brokers()
     );
