@@ -22,6 +22,9 @@
 //! - [`row`]: a decoded row change, as the detectors see it.
 //! - [`run`]: `vigil run`: pipelines side by side, started and stopped in
 //!   order.
+//! - [`schedule`]: batch pipelines: a scheduler actor per file running a
+//!   periodic job against PostgreSQL (clock-aligned windows, catch-up,
+//!   advisory lock, retries).
 //! - [`source`]: the Kafka consumer, its poll thread and one supervised
 //!   actor per assigned partition; offsets committed only when durable.
 //! - [`time`]: event time (µs since the epoch, UTC) and its ISO-8601 form.
@@ -34,6 +37,7 @@ pub mod detect;
 pub mod metrics;
 pub mod row;
 pub mod run;
+pub mod schedule;
 pub mod source;
 pub mod time;
 

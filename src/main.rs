@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+use vigil::config::PipelineDef;
 
 /// Actor-based stream processing for Debezium change streams.
 #[derive(Debug, Parser)]
@@ -30,7 +31,8 @@ enum Command {
         files: Vec<PathBuf>,
     },
     /// Run pipelines side by side in this process: each streaming pipeline
-    /// joins its consumer group; SIGINT/SIGTERM drain, commit and stop.
+    /// joins its consumer group, each batch pipeline runs on its schedule;
+    /// SIGINT/SIGTERM drain, commit and stop.
     Run {
         /// Pipeline files (YAML). Every file is validated before anything
         /// starts; one bad file refuses the whole start.
@@ -65,10 +67,12 @@ fn init_logging() {
 
 fn run(files: &[PathBuf], metrics_addr: SocketAddr, workers: Option<usize>) -> ExitCode {
     let mut pipelines = Vec::new();
+    let mut batch = Vec::new();
     let mut refused = false;
     for file in files {
-        match vigil::config::load(file) {
-            Ok(pipeline) => pipelines.push(pipeline),
+        match vigil::config::load_any(file) {
+            Ok(PipelineDef::Stream(pipeline)) => pipelines.push(pipeline),
+            Ok(PipelineDef::Batch(pipeline)) => batch.push(pipeline),
             Err(err) => {
                 refused = true;
                 eprintln!("{err}");
@@ -80,7 +84,7 @@ fn run(files: &[PathBuf], metrics_addr: SocketAddr, workers: Option<usize>) -> E
         return ExitCode::FAILURE;
     }
     let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    match vigil::run::run(pipelines, vigil::run::RunOptions { metrics_addr, workers }) {
+    match vigil::run::run(pipelines, batch, vigil::run::RunOptions { metrics_addr, workers }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -94,10 +98,10 @@ fn run(files: &[PathBuf], metrics_addr: SocketAddr, workers: Option<usize>) -> E
 fn validate(files: &[PathBuf]) -> ExitCode {
     let mut failed = 0usize;
     for file in files {
-        match vigil::config::load(file) {
+        match vigil::config::load_any(file) {
             Ok(pipeline) => {
-                tracing::debug!(file = %file.display(), detectors = pipeline.detectors.len(), "pipeline is valid");
-                println!("ok   {} (pipeline {})", file.display(), pipeline.name);
+                tracing::debug!(file = %file.display(), name = pipeline.name(), "pipeline is valid");
+                println!("ok   {} (pipeline {})", file.display(), pipeline.name());
             }
             Err(err) => {
                 failed += 1;

@@ -23,7 +23,7 @@ pub mod names {
     pub const DECODE_ERRORS: &str = "vigil_decode_errors_total";
     pub const DEAD_LETTERS: &str = "vigil_dead_letters_total";
     pub const ASSIGNED_PARTITIONS: &str = "vigil_assigned_partitions";
-    pub const BATCH_SECONDS: &str = "vigil_batch_duration_seconds";
+    pub const RECORD_BATCH_SECONDS: &str = "vigil_record_batch_duration_seconds";
     pub const CONSUMER_LAG: &str = "vigil_consumer_lag_records";
     pub const ACTOR_RESTARTS: &str = "vigil_actor_restarts_total";
     pub const KEY_MISALIGNMENTS: &str = "vigil_key_misalignments_total";
@@ -31,6 +31,21 @@ pub mod names {
     pub const REBALANCES: &str = "vigil_rebalances_total";
     pub const ALERTS: &str = "vigil_alerts_total";
     pub const TRACKED_USERS: &str = "vigil_tracked_users";
+
+    // --- Batch pipelines (src/schedule), labelled `pipeline`; described
+    // by `schedule::start`.
+    /// Gauge: end of the newest completed window, Unix seconds.
+    pub const BATCH_LAST_COMPLETED_WINDOW: &str = "vigil_batch_last_completed_window_seconds";
+    /// Histogram: duration of a run that held the pipeline's lock.
+    pub const BATCH_RUN_SECONDS: &str = "vigil_batch_run_duration_seconds";
+    /// Counter: readings aggregated.
+    pub const BATCH_ROWS_READ: &str = "vigil_batch_rows_read_total";
+    /// Counter: failed runs, also labelled `reason`.
+    pub const BATCH_FAILURES: &str = "vigil_batch_failures_total";
+    /// Counter: windows computed, also labelled `kind` (first, recompute).
+    pub const BATCH_WINDOWS: &str = "vigil_batch_windows_total";
+    /// Counter: runs skipped because another process held the lock.
+    pub const BATCH_LOCK_BUSY: &str = "vigil_batch_lock_busy_total";
 }
 
 /// Installs the global Prometheus recorder and describes every metric.
@@ -64,7 +79,7 @@ fn describe() {
         "Records written to the dead-letter topic and acknowledged, by reason"
     );
     describe_gauge!(ASSIGNED_PARTITIONS, Unit::Count, "Partitions assigned to this process");
-    describe_histogram!(BATCH_SECONDS, Unit::Seconds, "Time to decode a batch and make its effects durable");
+    describe_histogram!(RECORD_BATCH_SECONDS, Unit::Seconds, "Time to decode a batch and make its effects durable");
     describe_gauge!(CONSUMER_LAG, Unit::Count, "Records behind the partition's end, per partition");
     describe_counter!(ACTOR_RESTARTS, Unit::Count, "Partition actors restarted by their supervisor");
     describe_counter!(KEY_MISALIGNMENTS, Unit::Count, "Rows whose key was seen on another partition before");
@@ -72,7 +87,8 @@ fn describe() {
     describe_counter!(REBALANCES, Unit::Count, "Consumer group rebalances, by kind (assign, revoke)");
 }
 
-/// Whether each pipeline is consuming, for `/health`.
+/// Whether each pipeline is healthy (a stream consuming, a schedule
+/// running), for `/health`.
 #[derive(Clone, Default)]
 pub struct Health {
     pipelines: Arc<Mutex<BTreeMap<String, Option<String>>>>,
@@ -84,7 +100,8 @@ impl Health {
         self.set(pipeline, Some("starting".into()));
     }
 
-    pub fn consuming(&self, pipeline: &str) {
+    /// Marks a pipeline healthy: a stream consuming, a schedule running.
+    pub fn healthy(&self, pipeline: &str) {
         self.set(pipeline, None);
     }
 
@@ -106,7 +123,7 @@ impl Health {
         let mut bad = String::new();
         for (name, state) in map.iter() {
             match state {
-                None => ok.push_str(&format!("{name}: consuming\n")),
+                None => ok.push_str(&format!("{name}: ok\n")),
                 Some(reason) => bad.push_str(&format!("{name}: {reason}\n")),
             }
         }
@@ -173,11 +190,11 @@ mod tests {
         h.register("a");
         h.register("b");
         assert!(h.check().is_err());
-        h.consuming("a");
+        h.healthy("a");
         let err = h.check().expect_err("b still starting");
         assert!(err.contains("b: starting"), "{err}");
-        h.consuming("b");
-        assert_eq!(h.check(), Ok("a: consuming\nb: consuming\n".into()));
+        h.healthy("b");
+        assert_eq!(h.check(), Ok("a: ok\nb: ok\n".into()));
         h.failed("a", "alert delivery failed".into());
         assert!(h.check().expect_err("a failed").contains("a: alert delivery failed"));
     }

@@ -7,6 +7,10 @@
 //! SIGINT/SIGTERM or when a pipeline fails for good: every source stops
 //! consuming, drains its partitions and commits; the producers flush; the
 //! arbiters stop.
+//!
+//! Batch pipelines (`schedule:` files) get a scheduler actor each, started
+//! before the streams (a missing results topic refuses the start before any
+//! group is joined) and stopped first, after the run each has in flight.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,13 +29,14 @@ use std::sync::atomic::AtomicI64;
 use actix::Actor;
 
 use crate::alert::AlertSink;
-use crate::config::Pipeline;
+use crate::config::{BatchPipeline, Pipeline};
 use crate::dead_letter::{durable_producer_config, DeadLetters};
 use crate::decode::DecodeOptions;
 use crate::detect::router::DetectorRouter;
 use crate::detect::shard::{DetectorShard, ShardSetup};
 use crate::detect::Detectors;
 use crate::metrics::{self, Health};
+use crate::schedule;
 use crate::source::{Source, SourceParts};
 
 /// Settings of the process (the pipelines have their own files).
@@ -43,11 +48,11 @@ pub struct RunOptions {
 }
 
 /// Runs the pipelines until a signal or a fatal pipeline error.
-pub fn run(pipelines: Vec<Pipeline>, options: RunOptions) -> anyhow::Result<()> {
-    actix::System::new().block_on(run_inside(pipelines, options))
+pub fn run(pipelines: Vec<Pipeline>, batch: Vec<BatchPipeline>, options: RunOptions) -> anyhow::Result<()> {
+    actix::System::new().block_on(run_inside(pipelines, batch, options))
 }
 
-async fn run_inside(pipelines: Vec<Pipeline>, options: RunOptions) -> anyhow::Result<()> {
+async fn run_inside(pipelines: Vec<Pipeline>, batch: Vec<BatchPipeline>, options: RunOptions) -> anyhow::Result<()> {
     let handle = metrics::install().context("installing the metrics recorder")?;
     let listener = metrics::bind(options.metrics_addr)
         .await
@@ -58,6 +63,8 @@ async fn run_inside(pipelines: Vec<Pipeline>, options: RunOptions) -> anyhow::Re
 
     let arbiters: Vec<Arbiter> = (0..options.workers.max(1)).map(|_| Arbiter::new()).collect();
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::unbounded_channel();
+    // Batch pipelines: one scheduler actor each (none without batch files).
+    let schedules = schedule::start(batch, &health).await.context("starting the batch pipelines")?;
     let mut running = Vec::new();
     for pipeline in pipelines {
         let pipeline = Arc::new(pipeline);
@@ -91,6 +98,8 @@ async fn run_inside(pipelines: Vec<Pipeline>, options: RunOptions) -> anyhow::Re
         _ = sigterm.recv() => { info!("SIGTERM: stopping"); None }
         reason = fatal_rx.recv() => reason,
     };
+
+    schedules.stop().await;
 
     for (pipeline, source, producer) in running {
         let name = pipeline.name.clone();

@@ -1,6 +1,11 @@
 //! Pipeline files: the typed, validated description of one pipeline, and
 //! [`load`], which produces it from a YAML file.
 //!
+//! Two kinds of file: a streaming pipeline ([`Pipeline`], `source:`) and a
+//! batch pipeline ([`BatchPipeline`], `schedule:`; see [`batch`]).
+//! [`load_any`] reads either and tells them apart by their top-level keys;
+//! [`load`] reads a streaming file only.
+//!
 //! Loading runs in three steps, each refusing the file with every problem
 //! it can find:
 //! 1. `${VAR}` / `${VAR:-default}` interpolation of the text
@@ -17,6 +22,7 @@
 //! values, and checks that need a broker or a database (does the topic
 //! exist, does the column exist); those belong to the components that start.
 
+pub mod batch;
 mod decimal;
 mod duration;
 mod error;
@@ -33,6 +39,10 @@ use serde::Deserialize;
 
 use crate::row::Op;
 
+pub use batch::{
+    BatchPipeline, KafkaOutputConfig, PostgresConfig, ReadingsConfig, ResultsConfig, ScheduleConfig, TableName,
+    TimeType,
+};
 pub use decimal::{decimal_from_f64, parse_decimal};
 pub use duration::{parse_duration, DurationError};
 pub use error::{ConfigError, Problem};
@@ -386,35 +396,153 @@ fn load_inner(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Pipeline, ConfigError> {
     let interpolated = interpolate::interpolate(text, env).map_err(|problems| ConfigError::new(label, problems))?;
-    let options = serde_saphyr::options! {
+    parse_stream(file, label, &interpolated)
+}
+
+fn parse_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
         // We print `file:line:col: message` ourselves.
         with_snippet: false,
-    };
-    let raw: raw::RawPipeline = serde_saphyr::from_str_with_options(&interpolated.text, options)
-        .map_err(|err| ConfigError::new(label, vec![syntax_problem(&err, &interpolated.columns)]))?;
+    }
+}
+
+fn parse_stream(file: PathBuf, label: &str, interpolated: &interpolate::Interpolated) -> Result<Pipeline, ConfigError> {
+    let raw: raw::RawPipeline = serde_saphyr::from_str_with_options(&interpolated.text, parse_options())
+        .map_err(|err| ConfigError::new(label, vec![syntax_problem(&err, &interpolated.columns, Kind::Stream)]))?;
     validate::validate(raw, file, &interpolated.columns).map_err(|problems| ConfigError::new(label, problems))
+}
+
+fn parse_batch(
+    file: PathBuf,
+    label: &str,
+    interpolated: &interpolate::Interpolated,
+) -> Result<BatchPipeline, ConfigError> {
+    let raw: batch::raw::RawBatchPipeline = serde_saphyr::from_str_with_options(&interpolated.text, parse_options())
+        .map_err(|err| ConfigError::new(label, vec![syntax_problem(&err, &interpolated.columns, Kind::Batch)]))?;
+    batch::validate::validate(raw, file, &interpolated.columns).map_err(|problems| ConfigError::new(label, problems))
+}
+
+/// A pipeline file of either kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PipelineDef {
+    /// A streaming pipeline (`source:`): Kafka in, detectors, alerts out.
+    Stream(Pipeline),
+    /// A batch pipeline (`schedule:`): a periodic job against PostgreSQL.
+    Batch(BatchPipeline),
+}
+
+impl PipelineDef {
+    /// The pipeline's `name`.
+    pub fn name(&self) -> &str {
+        match self {
+            PipelineDef::Stream(p) => &p.name,
+            PipelineDef::Batch(p) => &p.name,
+        }
+    }
+}
+
+/// The two kinds of pipeline file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Stream,
+    Batch,
+}
+
+/// Reads, interpolates, parses and validates a pipeline file of either
+/// kind. The kind comes from the top-level keys: `source:` makes a
+/// streaming pipeline, `schedule:` a batch pipeline; a file with neither is
+/// a batch pipeline if it has one of `postgres:`, `readings:` or
+/// `results:`, else a streaming one (and is refused as such, with the keys
+/// it lacks named). A file with both is refused.
+pub fn load_any(path: &Path) -> Result<PipelineDef, ConfigError> {
+    let label = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|err| ConfigError::read(&label, err))?;
+    let env = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
+    load_any_inner(path.to_path_buf(), &label, &text, &env)
+}
+
+/// Like [`load_any`] for text already in memory (see [`load_str`]).
+pub fn load_any_str(
+    file_label: &str,
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<PipelineDef, ConfigError> {
+    load_any_inner(PathBuf::from(file_label), file_label, text, &env)
+}
+
+fn load_any_inner(
+    file: PathBuf,
+    label: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<PipelineDef, ConfigError> {
+    let interpolated = interpolate::interpolate(text, env).map_err(|problems| ConfigError::new(label, problems))?;
+    match kind_of(&interpolated).map_err(|problem| ConfigError::new(label, vec![problem]))? {
+        Kind::Stream => parse_stream(file, label, &interpolated).map(PipelineDef::Stream),
+        Kind::Batch => parse_batch(file, label, &interpolated).map(PipelineDef::Batch),
+    }
+}
+
+/// The kind of a file, from its top-level keys (see [`load_any`]). A file
+/// that is not a mapping at all is left to the streaming parser, whose
+/// syntax errors then name the problem.
+fn kind_of(interpolated: &interpolate::Interpolated) -> Result<Kind, Problem> {
+    use serde::de::IgnoredAny;
+    let Ok(keys) = serde_saphyr::from_str_with_options::<BTreeMap<String, raw::S<IgnoredAny>>>(
+        &interpolated.text,
+        parse_options(),
+    ) else {
+        return Ok(Kind::Stream);
+    };
+    match (keys.get("source"), keys.get("schedule")) {
+        (Some(_), Some(schedule)) => {
+            let at = schedule.referenced;
+            let (line, column) = if at.line() == 0 {
+                (None, None)
+            } else {
+                (Some(at.line()), Some(interpolated.columns.original(at.line(), at.column())))
+            };
+            Err(Problem {
+                path: "schedule".into(),
+                line,
+                column,
+                message: "a pipeline file is either a streaming pipeline (`source:`) or a batch pipeline \
+                          (`schedule:`), not both; put them in two files"
+                    .into(),
+            })
+        }
+        (Some(_), None) => Ok(Kind::Stream),
+        (None, Some(_)) => Ok(Kind::Batch),
+        (None, None) if ["postgres", "readings", "results"].iter().any(|k| keys.contains_key(*k)) => Ok(Kind::Batch),
+        (None, None) => Ok(Kind::Stream),
+    }
 }
 
 /// A parse error as a problem: its location mapped back to the file and
 /// its message in the file's terms.
-fn syntax_problem(err: &serde_saphyr::Error, columns: &interpolate::ColumnMap) -> Problem {
+fn syntax_problem(err: &serde_saphyr::Error, columns: &interpolate::ColumnMap, kind: Kind) -> Problem {
     let (line, column) = match err.location() {
         Some(at) if at.line() > 0 => (Some(at.line()), Some(columns.original(at.line(), at.column()))),
         _ => (None, None),
     };
-    Problem { path: String::new(), line, column, message: syntax_message(err.without_snippet()) }
+    Problem { path: String::new(), line, column, message: syntax_message(err.without_snippet(), kind) }
 }
 
 /// serde-saphyr words a few errors for Rust developers (`use
 /// Option<String>`, `invalid u32`); say those in the file's terms, and
 /// suggest the closest key for an unknown one. Anything else is the
 /// parser's own message, without its location suffix.
-fn syntax_message(err: &serde_saphyr::Error) -> String {
+fn syntax_message(err: &serde_saphyr::Error, kind: Kind) -> String {
     use serde_saphyr::{Error as E, MessageFormatter as _};
     match err {
-        E::Eof { .. } => "the file ends before the pipeline does (a pipeline needs name, \
-                          source, format, rows, detectors and sink)"
-            .into(),
+        E::Eof { .. } => match kind {
+            Kind::Stream => "the file ends before the pipeline does (a pipeline needs name, \
+                             source, format, rows, detectors and sink)"
+                .into(),
+            Kind::Batch => "the file ends before the pipeline does (a batch pipeline needs name, \
+                            schedule, postgres, readings and results)"
+                .into(),
+        },
         E::NullIntoString { .. } => "a value is required here (got nothing or null)".into(),
         E::MultipleDocuments { .. } => "a pipeline file holds one YAML document (found a second `---`)".into(),
         E::InvalidScalar { ty: "u32", .. } => "expected a whole number from 0 to 4294967295".into(),

@@ -64,13 +64,14 @@ pub(super) fn validate(raw: RawPipeline, file: PathBuf, columns: &ColumnMap) -> 
     Ok(Pipeline { name, file, source, format, rows, detectors, sink })
 }
 
-struct Validator<'a> {
-    problems: Vec<Problem>,
-    columns: &'a ColumnMap,
+/// Collects problems; shared with the batch validator (`batch/validate.rs`).
+pub(super) struct Validator<'a> {
+    pub(super) problems: Vec<Problem>,
+    pub(super) columns: &'a ColumnMap,
 }
 
 impl Validator<'_> {
-    fn report(&mut self, at: &Location, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn report(&mut self, at: &Location, path: impl Into<String>, message: impl Into<String>) {
         let (line, column) = if at.line() == 0 {
             (None, None)
         } else {
@@ -80,7 +81,7 @@ impl Validator<'_> {
     }
 
     /// A name that labels metrics: `[a-z0-9][a-z0-9._-]*`.
-    fn name(&mut self, path: &str, name: &S<String>) -> String {
+    pub(super) fn name(&mut self, path: &str, name: &S<String>) -> String {
         if !is_label(&name.value) {
             self.report(
                 &name.referenced,
@@ -91,14 +92,14 @@ impl Validator<'_> {
         name.value.clone()
     }
 
-    fn non_empty(&mut self, path: &str, value: &S<String>) -> String {
+    pub(super) fn non_empty(&mut self, path: &str, value: &S<String>) -> String {
         if value.value.trim().is_empty() {
             self.report(&value.referenced, path, "must not be empty");
         }
         value.value.clone()
     }
 
-    fn topic(&mut self, path: &str, topic: &S<String>) -> String {
+    pub(super) fn topic(&mut self, path: &str, topic: &S<String>) -> String {
         if let Some(message) = topic_problem(&topic.value) {
             self.report(&topic.referenced, path, message);
         }
@@ -147,7 +148,7 @@ impl Validator<'_> {
         }
     }
 
-    fn duration(&mut self, path: &str, text: &S<String>) -> Option<Duration> {
+    pub(super) fn duration(&mut self, path: &str, text: &S<String>) -> Option<Duration> {
         match duration::parse_duration(&text.value) {
             Ok(d) => Some(d),
             Err(err) => {
@@ -620,7 +621,7 @@ fn topic_problem(topic: &str) -> Option<String> {
 
 /// `base.key`, or `base["key"]` when the key has characters other than
 /// letters, digits and `_` (such as the dots of librdkafka properties).
-fn key_path(base: &str, key: &str) -> String {
+pub(super) fn key_path(base: &str, key: &str) -> String {
     if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         format!("{base}.{key}")
     } else {

@@ -248,7 +248,7 @@ impl ConsumerContext for SourceContext {
                 for (topic, partition) in arriving {
                     self.adopt(topic, partition);
                 }
-                self.parts.health.consuming(&self.name);
+                self.parts.health.healthy(&self.name);
                 self.report_assigned();
             }
             Rebalance::Revoke(_) => self.report_assigned(),

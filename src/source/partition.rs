@@ -295,7 +295,7 @@ impl Handler<Batch> for PartitionActor {
         ctx.spawn(work.into_actor(self).map(move |result, actor, ctx| {
             match result {
                 Ok(()) => {
-                    metrics::histogram!(names::BATCH_SECONDS, "pipeline" => actor.labels.pipeline.clone())
+                    metrics::histogram!(names::RECORD_BATCH_SECONDS, "pipeline" => actor.labels.pipeline.clone())
                         .record(started.elapsed().as_secs_f64());
                     actor.batch_done(seq, epoch);
                 }

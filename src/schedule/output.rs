@@ -1,0 +1,144 @@
+//! The optional Kafka output of a batch pipeline: each result row as a
+//! JSON record keyed by its group (sensor), with the window's end as the
+//! record's timestamp and the pipeline in a `vigil.pipeline` header.
+//!
+//! The producer is idempotent with `acks=all` (the dead letters' settings),
+//! and a window is marked completed only after every record of it is
+//! acknowledged: a failure rolls the window back, and it is computed and
+//! published again. Delivery is therefore at least once; a consumer keeps
+//! the latest record per (group, window_start), as the results table does.
+//! The record's time is the window's end, so a topic whose `retention.ms`
+//! is shorter than `catch_up_limit` deletes caught-up records at once.
+
+use std::time::Duration;
+
+use futures::future::try_join_all;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use serde_json::{Map, Value};
+
+use super::error::{RunError, StartError};
+use super::window::{timestamp, Window};
+use super::GroupResult;
+use crate::config::KafkaOutputConfig;
+use crate::dead_letter::durable_producer_config;
+
+/// How long one record may wait in the producer's queue.
+const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Publishes result rows.
+pub(super) struct KafkaOutput {
+    producer: FutureProducer,
+    config: KafkaOutputConfig,
+    pipeline: String,
+}
+
+impl KafkaOutput {
+    pub fn new(config: &KafkaOutputConfig, pipeline: &str) -> Result<Self, StartError> {
+        let producer = durable_producer_config(&config.brokers, &config.properties)
+            .set("client.id", format!("vigil-{pipeline}-results"))
+            .create()
+            .map_err(|e| StartError::Producer { pipeline: pipeline.to_owned(), reason: e.to_string() })?;
+        Ok(KafkaOutput { producer, config: config.clone(), pipeline: pipeline.to_owned() })
+    }
+
+    /// The topic must exist: a typo should stop the start, not every run.
+    pub async fn check_topic(&self) -> Result<(), StartError> {
+        let mut client = ClientConfig::new();
+        for (k, v) in &self.config.properties {
+            client.set(k, v);
+        }
+        let pipeline = self.pipeline.clone();
+        let topic = self.config.topic.clone();
+        let consumer: BaseConsumer = client
+            .set("bootstrap.servers", &self.config.brokers)
+            .create()
+            .map_err(|e| StartError::Topic { pipeline: pipeline.clone(), reason: format!("Kafka client: {e}") })?;
+        tokio::task::spawn_blocking(move || {
+            let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(15)).map_err(|e| {
+                StartError::Topic { pipeline: pipeline.clone(), reason: format!("Kafka did not answer: {e}") }
+            })?;
+            let found = metadata.topics().iter().any(|t| t.name() == topic && t.error().is_none());
+            if found {
+                Ok(())
+            } else {
+                Err(StartError::Topic {
+                    pipeline,
+                    reason: format!(
+                        "results.kafka.topic {topic} does not exist (create it, e.g. scripts/kafka topics --create \
+                         --topic {topic} --partitions 1 --replication-factor 1)"
+                    ),
+                })
+            }
+        })
+        .await
+        .map_err(|e| StartError::Topic { pipeline: self.pipeline.clone(), reason: e.to_string() })?
+    }
+
+    /// Publishes every row of `window` and waits for Kafka to acknowledge
+    /// all of them.
+    pub async fn publish(&self, group_by: &str, window: Window, rows: &[GroupResult]) -> Result<(), RunError> {
+        let records: Vec<(String, String)> =
+            rows.iter().map(|row| (row.group.clone(), payload(group_by, window, row))).collect();
+        let headers = OwnedHeaders::new().insert(Header { key: "vigil.pipeline", value: Some(&self.pipeline) });
+        let millis = window.end.div_euclid(1000);
+        let sends = records.iter().map(|(key, value)| {
+            let record =
+                FutureRecord::to(&self.config.topic).key(key).payload(value).timestamp(millis).headers(headers.clone());
+            self.producer.send(record, ENQUEUE_TIMEOUT)
+        });
+        try_join_all(sends)
+            .await
+            .map(drop)
+            .map_err(|(e, _)| RunError::Kafka { topic: self.config.topic.clone(), reason: e.to_string() })
+    }
+}
+
+/// The record's value: the results table's row, as JSON.
+fn payload(group_by: &str, window: Window, row: &GroupResult) -> String {
+    let mut map = Map::new();
+    map.insert(group_by.to_owned(), Value::from(row.group.clone()));
+    map.insert("window_start".into(), Value::from(timestamp(window.start)));
+    map.insert("window_end".into(), Value::from(timestamp(window.end)));
+    map.insert("readings".into(), Value::from(row.readings));
+    for (key, value) in [("average", row.average), ("minimum", row.minimum), ("maximum", row.maximum)] {
+        map.insert(key.into(), value.map_or(Value::Null, Value::from));
+    }
+    Value::Object(map).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_is_the_results_row() {
+        let window = Window { start: 1_795_600_800_000_000, end: 1_795_601_400_000_000 };
+        let row = GroupResult {
+            group: "s-1".into(),
+            readings: 2,
+            average: Some(20.5),
+            minimum: Some(20.0),
+            maximum: Some(21.0),
+        };
+        let v: Value = serde_json::from_str(&payload("sensor_id", window, &row)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "sensor_id": "s-1",
+                "window_start": "2026-11-25T10:00:00Z",
+                "window_end": "2026-11-25T10:10:00Z",
+                "readings": 2,
+                "average": 20.5,
+                "minimum": 20.0,
+                "maximum": 21.0,
+            })
+        );
+        let silent = GroupResult { group: "s-2".into(), readings: 0, average: None, minimum: None, maximum: None };
+        let v: Value = serde_json::from_str(&payload("sensor_id", window, &silent)).unwrap();
+        assert_eq!(v["readings"], 0);
+        assert_eq!(v["average"], Value::Null);
+    }
+}
