@@ -30,6 +30,7 @@ pub mod headers {
 pub fn durable_producer_config<'a>(
     brokers: &str,
     extra: impl IntoIterator<Item = (&'a String, &'a String)>,
+    delivery_timeout: Duration,
 ) -> ClientConfig {
     let mut config = ClientConfig::new();
     for (k, v) in extra {
@@ -43,7 +44,7 @@ pub fn durable_producer_config<'a>(
         .set("linger.ms", "5")
         // Retried inside librdkafka for this long, then it is a failure that
         // stops the pipeline rather than a commit past a lost record.
-        .set("message.timeout.ms", "120000");
+        .set("message.timeout.ms", delivery_timeout.as_millis().to_string());
     config
 }
 

@@ -70,10 +70,14 @@ async fn run_inside(pipelines: Vec<Pipeline>, batch: Vec<BatchPipeline>, options
         let pipeline = Arc::new(pipeline);
         health.register(&pipeline.name);
         check_topics(&pipeline).await?;
-        let producer: FutureProducer = durable_producer_config(&pipeline.source.brokers, &pipeline.source.properties)
-            .set("client.id", format!("vigil-{}", pipeline.name))
-            .create()
-            .with_context(|| format!("{}: creating the producer", pipeline.name))?;
+        let producer: FutureProducer = durable_producer_config(
+            &pipeline.source.brokers,
+            &pipeline.source.properties,
+            pipeline.sink.delivery_timeout,
+        )
+        .set("client.id", format!("vigil-{}", pipeline.name))
+        .create()
+        .with_context(|| format!("{}: creating the producer", pipeline.name))?;
         let dead_letters =
             DeadLetters::new(producer.clone(), pipeline.sink.dead_letters.clone(), pipeline.name.clone());
         let decode = DecodeOptions::for_pipeline(&pipeline);

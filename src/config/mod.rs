@@ -371,6 +371,15 @@ pub struct SinkConfig {
     /// `dead_letters`: topic for records vigil cannot read, with the reason
     /// in headers. Required; differs from `alerts` and every source topic.
     pub dead_letters: String,
+    /// `delivery_timeout`: how long an alert or dead letter may be retried
+    /// (broker away) before the pipeline stops rather than commit past it.
+    /// Default `2m`; ≥ 1s.
+    pub delivery_timeout: Duration,
+}
+
+impl SinkConfig {
+    /// The default `delivery_timeout`.
+    pub const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
 }
 
 /// Reads, interpolates (from the process environment), parses and

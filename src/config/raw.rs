@@ -184,4 +184,7 @@ pub(super) struct RawSink {
     pub alerts: S<String>,
     /// Dead-letter topic. Required.
     pub dead_letters: S<String>,
+    /// How long a delivery may be retried before the pipeline stops.
+    /// Default `2m`.
+    pub delivery_timeout: Option<S<String>>,
 }

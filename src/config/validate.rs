@@ -590,7 +590,23 @@ impl Validator<'_> {
                 );
             }
         }
-        SinkConfig { alerts, dead_letters }
+        let default = SinkConfig::DEFAULT_DELIVERY_TIMEOUT;
+        let delivery_timeout = match &raw.delivery_timeout {
+            Some(text) => match self.duration("sink.delivery_timeout", text) {
+                Some(d) if d < Duration::from_secs(1) => {
+                    self.report(
+                        &text.referenced,
+                        "sink.delivery_timeout",
+                        format!("must be ≥ 1s (got {})", text.value),
+                    );
+                    default
+                }
+                Some(d) => d,
+                None => default,
+            },
+            None => default,
+        };
+        SinkConfig { alerts, dead_letters, delivery_timeout }
     }
 }
 

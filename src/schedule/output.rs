@@ -37,10 +37,14 @@ pub(super) struct KafkaOutput {
 
 impl KafkaOutput {
     pub fn new(config: &KafkaOutputConfig, pipeline: &str) -> Result<Self, StartError> {
-        let producer = durable_producer_config(&config.brokers, &config.properties)
-            .set("client.id", format!("vigil-{pipeline}-results"))
-            .create()
-            .map_err(|e| StartError::Producer { pipeline: pipeline.to_owned(), reason: e.to_string() })?;
+        let producer = durable_producer_config(
+            &config.brokers,
+            &config.properties,
+            crate::config::SinkConfig::DEFAULT_DELIVERY_TIMEOUT,
+        )
+        .set("client.id", format!("vigil-{pipeline}-results"))
+        .create()
+        .map_err(|e| StartError::Producer { pipeline: pipeline.to_owned(), reason: e.to_string() })?;
         Ok(KafkaOutput { producer, config: config.clone(), pipeline: pipeline.to_owned() })
     }
 

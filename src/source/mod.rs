@@ -17,7 +17,9 @@
 //! commits those every second, and on revocation and shutdown, always
 //! synchronously and from that one thread, so no commit can overtake
 //! another. Backpressure: a partition with too many batches in flight is
-//! paused until its actor catches up, so memory stays bounded.
+//! paused until its actor catches up, so memory stays bounded; records
+//! librdkafka had already fetched are dropped meanwhile and read again
+//! after a seek when the partition resumes.
 
 pub mod batch;
 pub mod offsets;
@@ -189,6 +191,11 @@ struct PartitionSlot {
     pending: Option<RecordBatch>,
     /// Durable progress not committed yet: the next offset to read.
     uncommitted: Option<i64>,
+    /// librdkafka has been told to stop fetching the partition.
+    fetch_paused: bool,
+    /// The first record dropped while paused (librdkafka still hands out
+    /// what it fetched before the pause): the partition resumes from here.
+    skipped_from: Option<i64>,
 }
 
 #[derive(Default)]
@@ -284,7 +291,17 @@ impl SourceContext {
         if let Ok(mut state) = self.state.lock() {
             state.partitions.insert(
                 (Arc::clone(&topic), partition),
-                PartitionSlot { topic, actor, in_flight, epoch: 0, paused: false, pending: None, uncommitted: None },
+                PartitionSlot {
+                    topic,
+                    actor,
+                    in_flight,
+                    epoch: 0,
+                    paused: false,
+                    fetch_paused: false,
+                    pending: None,
+                    uncommitted: None,
+                    skipped_from: None,
+                },
             );
         }
     }
@@ -373,6 +390,10 @@ fn poll_loop(consumer: Arc<BaseConsumer<SourceContext>>, shutdown: Arc<AtomicBoo
                 let Some(slot) = state.partitions.get_mut(&key) else {
                     continue;
                 };
+                if slot.paused {
+                    skip_from(slot, Some(message.offset()));
+                    continue;
+                }
                 let batch =
                     slot.pending.get_or_insert_with(|| RecordBatch::new(Arc::clone(&slot.topic), key.1, slot.epoch));
                 batch.push(message.offset(), message.key(), message.payload());
@@ -405,11 +426,24 @@ fn poll_loop(consumer: Arc<BaseConsumer<SourceContext>>, shutdown: Arc<AtomicBoo
     info!(pipeline = %name, "left the consumer group");
 }
 
-/// Hands a partition's pending batch to its actor.
+/// Hands a partition's pending batch to its actor, unless the actor has
+/// as many batches in flight as allowed: then the partition pauses, and
+/// the batch is dropped, to be read again when it resumes.
 fn dispatch(slot: &mut PartitionSlot) {
-    if let Some(batch) = slot.pending.take() {
-        slot.in_flight.fetch_add(1, Ordering::SeqCst);
-        slot.actor.do_send(partition::Batch(batch));
+    let Some(batch) = slot.pending.take() else { return };
+    if slot.in_flight.load(Ordering::SeqCst) >= MAX_IN_FLIGHT {
+        slot.paused = true;
+        skip_from(slot, batch.first_offset());
+        return;
+    }
+    slot.in_flight.fetch_add(1, Ordering::SeqCst);
+    slot.actor.do_send(partition::Batch(batch));
+}
+
+/// Remembers the earliest record dropped while paused.
+fn skip_from(slot: &mut PartitionSlot, offset: Option<i64>) {
+    if let Some(offset) = offset {
+        slot.skipped_from = Some(slot.skipped_from.map_or(offset, |o| o.min(offset)));
     }
 }
 
@@ -419,11 +453,22 @@ fn pause_or_resume(consumer: &BaseConsumer<SourceContext>, name: &str, state: &m
     let mut resume = TopicPartitionList::new();
     for ((topic, partition), slot) in state.partitions.iter_mut() {
         let in_flight = slot.in_flight.load(Ordering::SeqCst);
-        if !slot.paused && in_flight >= MAX_IN_FLIGHT {
+        if in_flight >= MAX_IN_FLIGHT {
             slot.paused = true;
+        }
+        if slot.paused && !slot.fetch_paused {
+            slot.fetch_paused = true;
             pause.add_partition(topic, *partition);
         } else if slot.paused && in_flight <= MAX_IN_FLIGHT / 2 {
-            slot.paused = false;
+            // Read again what was dropped while paused, then resume.
+            if let Some(offset) = slot.skipped_from {
+                if let Err(e) = consumer.seek(topic, *partition, Offset::Offset(offset), Duration::from_secs(10)) {
+                    warn!(pipeline = %name, topic = %topic, partition, error = %e, "seek before resuming failed; retrying");
+                    continue;
+                }
+                slot.skipped_from = None;
+            }
+            (slot.paused, slot.fetch_paused) = (false, false);
             resume.add_partition(topic, *partition);
         }
     }
@@ -485,6 +530,7 @@ fn apply_control(consumer: &BaseConsumer<SourceContext>, request: Control) {
             };
             slot.epoch = epoch;
             slot.pending = None;
+            slot.skipped_from = None;
             match consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(10)) {
                 Ok(()) => info!(pipeline = %ctx.name, topic = %topic, partition, offset,
                     "partition rewound after its actor restarted"),

@@ -268,11 +268,12 @@ impl Handler<Batch> for PartitionActor {
         let seq = self.tracker.start(last_offset);
         let epoch = self.epoch;
         let dead_letters = self.setup.dead_letters.clone();
-        let downstream = Arc::clone(&self.setup.downstream);
-        let topic = Arc::clone(&self.setup.topic);
-        let partition = self.setup.partition;
         let pipeline = self.labels.pipeline.clone();
         let DecodedBatch { rows, failed, .. } = decoded;
+        // Handed downstream now, in the handler: batches of a partition must
+        // reach the detectors in offset order, and futures spawned on an
+        // actor's context are not polled in the order they were spawned.
+        let detected = self.setup.downstream.process(Arc::clone(&self.setup.topic), self.setup.partition, rows);
         let work = async move {
             let letters = failed.iter().map(|(offset, error)| {
                 let record = batch.records().find(|r| r.offset == *offset);
@@ -281,7 +282,8 @@ impl Handler<Batch> for PartitionActor {
                 let origin = Origin { topic: &batch.topic, partition: batch.partition, offset: *offset };
                 async move { dead_letters.send(origin, key, value, error).await.map(|()| error.reason()) }
             });
-            for result in join_all(letters).await {
+            let (letters, detected) = futures::join!(join_all(letters), detected);
+            for result in letters {
                 match result {
                     Ok(reason) => {
                         metrics::counter!(names::DEAD_LETTERS, "pipeline" => pipeline.clone(), "reason" => reason)
@@ -290,7 +292,7 @@ impl Handler<Batch> for PartitionActor {
                     Err(e) => return Err(BatchError::Fatal(format!("dead letter not delivered: {e}"))),
                 }
             }
-            downstream.process(topic, partition, rows).await
+            detected
         };
         ctx.spawn(work.into_actor(self).map(move |result, actor, ctx| {
             match result {

@@ -425,6 +425,11 @@ impl Vigil {
         }
     }
 
+    /// The exit status, if the process has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// SIGKILL: no drain, no commit, as a crash.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
