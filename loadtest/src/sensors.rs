@@ -36,11 +36,11 @@ pub struct SensorsArgs {
     #[arg(long, default_value = "sensor-")]
     prefix: String,
     /// Time between two readings of a sensor, e.g. 1m, 10s.
-    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    #[arg(long, default_value = "1m", value_parser = crate::duration)]
     interval: Duration,
     /// Write this span of past readings at once (e.g. 24h), ending now,
     /// then stop (unless --live).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = crate::duration)]
     history: Option<Duration>,
     /// Write live readings (the default without --history), after the
     /// history if there is one.
@@ -48,27 +48,11 @@ pub struct SensorsArgs {
     live: bool,
     /// Stop live writing after this long (e.g. 10m); runs until Ctrl-C
     /// without it.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = crate::duration)]
     duration: Option<Duration>,
     /// Seed of the random generator.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-}
-
-/// `500ms`, `60s`, `5m`, `24h`, `2d`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("{text:?}: expected a number with a unit, e.g. 60s"))?;
-    let seconds = match unit {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("{text:?}: unit must be ms, s, m, h or d")),
-    };
-    n.checked_mul(seconds).map(Duration::from_secs).ok_or_else(|| format!("{text:?}: too large"))
 }
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
@@ -248,21 +232,12 @@ mod tests {
             database_url: String::new(),
             table: "t".into(),
             prefix: "s-".into(),
-            interval: parse_duration(interval).unwrap(),
+            interval: crate::duration(interval).expect("duration"),
             history: None,
             live: false,
             duration: None,
             seed: 1,
         }
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
-        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("1w").is_err());
     }
 
     #[test]

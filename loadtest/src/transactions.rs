@@ -26,31 +26,17 @@ pub struct TransactionsArgs {
     #[arg(long, default_value_t = 50)]
     batch: usize,
     /// Pause between batches, e.g. 500ms, 1s.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::duration)]
     interval: Duration,
     /// Share of batches that plant a fraud burst (0..=1).
     #[arg(long, default_value_t = 0.2)]
     fraud_rate: f64,
     /// Stop after this long (e.g. 60s, 5m); runs until Ctrl-C without it.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = crate::duration)]
     duration: Option<Duration>,
     /// Seed of the random generator, for a reproducible run.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-}
-
-/// `500ms`, `60s`, `5m`, `1h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("{text:?}: expected a number with a unit, e.g. 60s"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("{text:?}: unit must be ms, s, m or h")),
-    }
 }
 
 /// One row to insert.
@@ -137,14 +123,6 @@ pub async fn run(args: TransactionsArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("5 s").is_err());
-    }
 
     #[test]
     fn a_planted_burst_is_five_small_and_one_large_within_seconds() {

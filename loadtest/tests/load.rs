@@ -1,0 +1,32 @@
+//! A small load test in CI: 200,000 schema-enabled envelopes with planted
+//! fraud through the real broker and the vigil binary; every due alert
+//! must arrive, once, and nothing else. Speed is not asserted here (the
+//! report gives it); correctness is.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn two_hundred_thousand_records_verify_with_no_missing_unexpected_or_duplicate_alert() {
+    let report = std::env::temp_dir().join(format!("vigil-loadtest-ci-{}.json", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(["run", "--records", "200000", "--fraud-rate", "0.002", "--report"])
+        .arg(&report)
+        .output()
+        .expect("loadtest runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "loadtest run failed:\n{stdout}\n{stderr}");
+    let text = std::fs::read_to_string(&report).expect("report written");
+    let r: Value = serde_json::from_str(&text).expect("report is JSON");
+    assert_eq!(r["records"], 200_000);
+    let alerts = &r["alerts"];
+    assert!(alerts["due"].as_u64().is_some_and(|d| d >= 100), "enough planted fraud: {alerts}");
+    assert_eq!(alerts["missing"], 0);
+    assert_eq!(alerts["unexpected"], 0);
+    assert_eq!(alerts["duplicates"], 0);
+    assert_eq!(alerts["received"], alerts["due"]);
+    eprintln!("{stdout}");
+    let _ = std::fs::remove_file(&report);
+}
