@@ -84,7 +84,97 @@ fn describe() {
     describe_counter!(ACTOR_RESTARTS, Unit::Count, "Partition actors restarted by their supervisor");
     describe_counter!(KEY_MISALIGNMENTS, Unit::Count, "Rows whose key was seen on another partition before");
     describe_gauge!(PAUSED_PARTITIONS, Unit::Count, "Partitions paused because their batches are not done yet");
+    describe_counter!(ALERTS, Unit::Count, "Alerts acknowledged by Kafka, by detector");
+    describe_gauge!(TRACKED_USERS, Unit::Count, "Users whose state the detectors keep");
     describe_counter!(REBALANCES, Unit::Count, "Consumer group rebalances, by kind (assign, revoke)");
+}
+
+/// Registers, with value 0, the series of streaming pipeline `pipeline`
+/// that exist before anything happened (restarts, misalignments, decode
+/// errors and dead letters of every reason, skips of every reason, rows of
+/// every op, the partition and user gauges), so dashboards and alert rules
+/// see `0` rather than no data. Existing values are left as they are
+/// (counters and gauges are incremented by 0). Call once per pipeline at
+/// start. Left out: what needs a topic and partition (records, bytes,
+/// lag), alerts (by detector name, from the file), rebalances (the first
+/// assignment counts one; a zero `revoke` series would look like one
+/// happened to tests that check for the label) and histograms.
+pub fn zero_series(pipeline: &str) {
+    use names::*;
+    let p = || pipeline.to_owned();
+    metrics::counter!(ACTOR_RESTARTS, "pipeline" => p()).increment(0);
+    metrics::counter!(KEY_MISALIGNMENTS, "pipeline" => p()).increment(0);
+    for op in [crate::row::Op::Create, crate::row::Op::Update, crate::row::Op::Delete, crate::row::Op::Read] {
+        metrics::counter!(ROWS, "pipeline" => p(), "op" => op.code()).increment(0);
+    }
+    for reason in skip_reasons() {
+        metrics::counter!(SKIPPED, "pipeline" => p(), "reason" => reason).increment(0);
+    }
+    for reason in decode_reasons() {
+        metrics::counter!(DECODE_ERRORS, "pipeline" => p(), "reason" => reason).increment(0);
+        metrics::counter!(DEAD_LETTERS, "pipeline" => p(), "reason" => reason).increment(0);
+    }
+    for gauge in [ASSIGNED_PARTITIONS, PAUSED_PARTITIONS, TRACKED_USERS] {
+        metrics::gauge!(gauge, "pipeline" => p()).increment(0.0);
+    }
+}
+
+/// As [`zero_series`], for batch pipeline `pipeline`: failures of every
+/// reason, windows of both kinds, lock-busy runs and rows read. The last
+/// completed window is left out (0 would read as 1970: it appears with
+/// the first completed window, or at start when one is recorded) and so
+/// is the run duration histogram.
+pub fn zero_batch_series(pipeline: &str) {
+    use names::*;
+    let p = || pipeline.to_owned();
+    for reason in batch_failure_reasons() {
+        metrics::counter!(BATCH_FAILURES, "pipeline" => p(), "reason" => reason).increment(0);
+    }
+    for kind in [crate::schedule::Kind::First, crate::schedule::Kind::Recompute] {
+        metrics::counter!(BATCH_WINDOWS, "pipeline" => p(), "kind" => kind.as_str()).increment(0);
+    }
+    metrics::counter!(BATCH_LOCK_BUSY, "pipeline" => p()).increment(0);
+    metrics::counter!(BATCH_ROWS_READ, "pipeline" => p()).increment(0);
+}
+
+/// Every `reason` label of skipped records ([`crate::decode::Skip::reason`]).
+fn skip_reasons() -> [&'static str; 4] {
+    use crate::decode::Skip;
+    [Skip::Tombstone, Skip::Truncate, Skip::Message, Skip::OpNotRead(crate::row::Op::Read)].map(Skip::reason)
+}
+
+/// Every `reason` label of decode errors and dead letters
+/// ([`crate::decode::DecodeError::reason`]).
+fn decode_reasons() -> [&'static str; 9] {
+    use crate::decode::DecodeError as E;
+    let s = String::new;
+    [
+        E::BadJson(s()),
+        E::BadEnvelope(s()),
+        E::BadSchema(s()),
+        E::UnknownOp(s()),
+        E::MissingKey(s()),
+        E::MissingEventTime(s()),
+        E::MissingValue(s()),
+        E::WrongType { column: s(), expected: "", got: s() },
+        E::BadValue { column: s(), reason: s() },
+    ]
+    .map(|e| e.reason())
+}
+
+/// Every `reason` label of failed batch runs
+/// ([`crate::schedule::RunError::class`]).
+fn batch_failure_reasons() -> [&'static str; 5] {
+    use crate::schedule::RunError as E;
+    let s = String::new;
+    [
+        E::Unavailable { target: s(), reason: s() },
+        E::Statement { target: s(), what: "", reason: s() },
+        E::Readings { table: s(), target: s(), reason: s() },
+        E::Kafka { topic: s(), reason: s() },
+        E::Panicked(s()),
+    ]
+    .map(|e| e.class())
 }
 
 /// Whether each pipeline is healthy (a stream consuming, a schedule
@@ -183,6 +273,111 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle, health: Heal
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The series `f` registers on a recorder of its own, as Prometheus
+    /// text.
+    fn rendered(f: impl FnOnce()) -> String {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        metrics::with_local_recorder(&recorder, f);
+        recorder.handle().render()
+    }
+
+    fn has(text: &str, series: &str) -> bool {
+        text.lines().any(|l| l == format!("{series} 0"))
+    }
+
+    #[test]
+    fn zero_series_registers_every_pipeline_level_series_of_a_stream_at_zero() {
+        let text = rendered(|| zero_series("p-1"));
+        for name in [names::ACTOR_RESTARTS, names::KEY_MISALIGNMENTS, names::ASSIGNED_PARTITIONS] {
+            assert!(has(&text, &format!("{name}{{pipeline=\"p-1\"}}")), "{name} in:\n{text}");
+        }
+        for name in [names::PAUSED_PARTITIONS, names::TRACKED_USERS] {
+            assert!(has(&text, &format!("{name}{{pipeline=\"p-1\"}}")), "{name} in:\n{text}");
+        }
+        for reason in ["bad_json", "bad_envelope", "bad_schema", "unknown_op", "missing_key"].into_iter().chain([
+            "missing_event_time",
+            "missing_value",
+            "wrong_type",
+            "bad_value",
+        ]) {
+            for name in [names::DECODE_ERRORS, names::DEAD_LETTERS] {
+                let series = format!("{name}{{pipeline=\"p-1\",reason=\"{reason}\"}}");
+                assert!(has(&text, &series), "{series} in:\n{text}");
+            }
+        }
+        for reason in ["tombstone", "truncate", "message", "op_not_read"] {
+            let series = format!("{}{{pipeline=\"p-1\",reason=\"{reason}\"}}", names::SKIPPED);
+            assert!(has(&text, &series), "{series} in:\n{text}");
+        }
+        for op in ["c", "u", "d", "r"] {
+            assert!(has(&text, &format!("{}{{pipeline=\"p-1\",op=\"{op}\"}}", names::ROWS)), "op {op}:\n{text}");
+        }
+        // Nothing of batch pipelines, nothing that suggests a rebalance.
+        assert!(!text.contains("vigil_batch_") && !text.contains(names::REBALANCES), "{text}");
+        let values: Vec<&str> = text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
+        assert!(values.iter().all(|l| l.ends_with(" 0")), "{values:#?}");
+        assert_eq!(values.len(), 2 + 4 + 4 + 9 * 2 + 3, "{values:#?}");
+    }
+
+    #[test]
+    fn zero_batch_series_registers_failures_of_every_reason_windows_of_both_kinds() {
+        let text = rendered(|| zero_batch_series("t-1"));
+        for reason in ["unavailable", "statement", "readings_table", "kafka", "panic"] {
+            let series = format!("{}{{pipeline=\"t-1\",reason=\"{reason}\"}}", names::BATCH_FAILURES);
+            assert!(has(&text, &series), "{series} in:\n{text}");
+        }
+        for kind in ["first", "recompute"] {
+            let series = format!("{}{{pipeline=\"t-1\",kind=\"{kind}\"}}", names::BATCH_WINDOWS);
+            assert!(has(&text, &series), "{series} in:\n{text}");
+        }
+        assert!(has(&text, &format!("{}{{pipeline=\"t-1\"}}", names::BATCH_LOCK_BUSY)), "{text}");
+        assert!(has(&text, &format!("{}{{pipeline=\"t-1\"}}", names::BATCH_ROWS_READ)), "{text}");
+        // 0 would read as a window that ended in 1970.
+        assert!(!text.contains(names::BATCH_LAST_COMPLETED_WINDOW), "{text}");
+        assert!(!text.contains("vigil_assigned_partitions"), "{text}");
+    }
+
+    #[test]
+    fn zero_series_keeps_values_already_there() {
+        let text = rendered(|| {
+            metrics::counter!(names::ACTOR_RESTARTS, "pipeline" => "p").increment(3);
+            metrics::gauge!(names::ASSIGNED_PARTITIONS, "pipeline" => "p").set(4.0);
+            metrics::counter!(names::BATCH_ROWS_READ, "pipeline" => "p").increment(7);
+            zero_series("p");
+            zero_batch_series("p");
+        });
+        assert!(text.lines().any(|l| l == "vigil_actor_restarts_total{pipeline=\"p\"} 3"), "{text}");
+        assert!(text.lines().any(|l| l == "vigil_assigned_partitions{pipeline=\"p\"} 4"), "{text}");
+        assert!(text.lines().any(|l| l == "vigil_batch_rows_read_total{pipeline=\"p\"} 7"), "{text}");
+    }
+
+    /// Fails to compile when a reason is added to one of these enums: list
+    /// its variant in `decode_reasons`, `skip_reasons` or
+    /// `batch_failure_reasons` too.
+    #[allow(dead_code)]
+    fn every_variant_is_listed(d: &crate::decode::DecodeError, s: crate::decode::Skip, r: &crate::schedule::RunError) {
+        use crate::decode::{DecodeError as D, Skip as S};
+        use crate::schedule::RunError as R;
+        match d {
+            D::BadJson(_) | D::BadEnvelope(_) | D::BadSchema(_) | D::UnknownOp(_) | D::MissingKey(_) => {}
+            D::MissingEventTime(_) | D::MissingValue(_) | D::WrongType { .. } | D::BadValue { .. } => {}
+        }
+        match s {
+            S::Tombstone | S::Truncate | S::Message | S::OpNotRead(_) => {}
+        }
+        match r {
+            R::Unavailable { .. } | R::Statement { .. } | R::Readings { .. } | R::Kafka { .. } | R::Panicked(_) => {}
+        }
+    }
+
+    #[test]
+    fn the_reason_lists_have_no_duplicates() {
+        use std::collections::BTreeSet;
+        assert_eq!(decode_reasons().iter().collect::<BTreeSet<_>>().len(), decode_reasons().len());
+        assert_eq!(skip_reasons().iter().collect::<BTreeSet<_>>().len(), skip_reasons().len());
+        assert_eq!(batch_failure_reasons().iter().collect::<BTreeSet<_>>().len(), batch_failure_reasons().len());
+    }
 
     #[test]
     fn health_is_ok_only_when_every_pipeline_consumes() {

@@ -69,6 +69,7 @@ async fn run_inside(pipelines: Vec<Pipeline>, batch: Vec<BatchPipeline>, options
     for pipeline in pipelines {
         let pipeline = Arc::new(pipeline);
         health.register(&pipeline.name);
+        metrics::zero_series(&pipeline.name);
         check_topics(&pipeline).await?;
         let producer: FutureProducer = durable_producer_config(
             &pipeline.source.brokers,

@@ -129,6 +129,7 @@ pub async fn start_with(
         .map(|job| {
             let name = job.pipeline().name.clone();
             health.register(&name);
+            crate::metrics::zero_batch_series(&name);
             let addr = actor::Scheduler::new(job, Arc::clone(&options.clock), options.nap, health.clone()).start();
             (name, addr)
         })
