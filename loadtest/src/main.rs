@@ -1,4 +1,5 @@
-//! `loadtest`: load generators for vigil's pipelines.
+//! `loadtest`: load generators for vigil's pipelines (the binary; the
+//! reusable encoder and oracle are the library, `src/lib.rs`).
 //!
 //! - `transactions`: random transactions into PostgreSQL, with planted
 //!   fraud bursts (the fraud pipeline's input, through Debezium).

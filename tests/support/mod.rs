@@ -165,43 +165,10 @@ pub fn read_until(
     bail!("gave up on {topic} after {wait:?} with {} records read", records.len())
 }
 
-/// Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`): the hash
-/// by which Connect's producer picks a record's partition.
-pub fn murmur2(data: &[u8]) -> i32 {
-    const SEED: u32 = 0x9747_b28c;
-    const M: u32 = 0x5bd1_e995;
-    const R: u32 = 24;
-    let length = data.len() as u32;
-    let mut h: u32 = SEED ^ length;
-    let mut chunks = data.chunks_exact(4);
-    for chunk in &mut chunks {
-        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> R;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M);
-        h ^= k;
-    }
-    let rest = chunks.remainder();
-    if rest.len() >= 3 {
-        h ^= (rest[2] as u32) << 16;
-    }
-    if rest.len() >= 2 {
-        h ^= (rest[1] as u32) << 8;
-    }
-    if !rest.is_empty() {
-        h ^= rest[0] as u32;
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    h as i32
-}
-
-/// The partition Kafka's default partitioner gives a keyed record.
+/// The partition Kafka's default partitioner (and Connect's producer)
+/// gives a keyed record.
 pub fn kafka_partition(key: &[u8], partitions: usize) -> i32 {
-    ((murmur2(key) & 0x7fff_ffff) as usize % partitions) as i32
+    loadtest::envelope::partition(key, partitions as i32)
 }
 
 /// Creates a topic with `partitions` partitions (replication 1).
@@ -286,8 +253,8 @@ pub fn committed(group: &str, topic: &str) -> HashMap<i32, i64> {
         .collect()
 }
 
-/// A real Debezium create envelope (captured from the stack's connector)
-/// with its user, id and amount replaced: the shape vigil must decode.
+/// A real Debezium create envelope (the captured connector record's shape)
+/// with its user, id (and LSN) and amount replaced: what vigil must decode.
 pub fn transaction_envelope(user_id: i64, id: i64, amount_cents: i64) -> (Vec<u8>, Vec<u8>) {
     transaction_envelope_at(user_id, id, amount_cents, None)
 }
@@ -299,64 +266,11 @@ pub fn transaction_envelope_at(
     amount_cents: i64,
     created_at: Option<i64>,
 ) -> (Vec<u8>, Vec<u8>) {
-    const VALUE: &str = include_str!("../fixtures/debezium/transactions-create.value.json");
-    const KEY: &str = include_str!("../fixtures/debezium/transactions-create.key.json");
-    #[derive(serde::Deserialize)]
-    struct Envelope<'a> {
-        #[serde(borrow)]
-        schema: &'a serde_json::value::RawValue,
-        payload: serde_json::Value,
-    }
-    // Schema block kept byte for byte, first, compact: exactly how
-    // Connect's JsonConverter writes every record of a table version.
-    let write = |text: &str, edit: &dyn Fn(&mut serde_json::Value)| {
-        let mut envelope: Envelope<'_> = serde_json::from_str(text).expect("fixture");
-        edit(&mut envelope.payload);
-        let payload = serde_json::to_string(&envelope.payload).expect("json");
-        format!("{{\"schema\":{},\"payload\":{payload}}}", envelope.schema.get()).into_bytes()
-    };
-    let value = write(VALUE, &|p| {
-        p["after"]["user_id"] = user_id.into();
-        p["after"]["id"] = id.into();
-        p["after"]["amount"] = connect_decimal(amount_cents).into();
-        if let Some(at) = created_at {
-            p["after"]["created_at"] = at.into();
-        }
-    });
-    let key = write(KEY, &|p| p["user_id"] = user_id.into());
-    (key, value)
-}
-
-/// Big-endian two's-complement bytes of an unscaled decimal, base64, as
-/// Connect's `Decimal` logical type writes them.
-pub fn connect_decimal(unscaled: i64) -> String {
-    let bytes = unscaled.to_be_bytes();
-    let mut start = 0;
-    while start < 7 {
-        let (b, next) = (bytes[start], bytes[start + 1]);
-        if (b == 0x00 && next & 0x80 == 0) || (b == 0xff && next & 0x80 != 0) {
-            start += 1;
-        } else {
-            break;
-        }
-    }
-    base64(&bytes[start..])
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().fold(0u32, |acc, &b| (acc << 8) | b as u32) << (8 * (3 - chunk.len()));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use loadtest::envelope::{Envelopes, CAPTURED_CREATED_AT};
+    let envelopes = Envelopes::new(false);
+    let at_us = created_at.unwrap_or(CAPTURED_CREATED_AT);
+    let txn = loadtest::workload::Txn { id, user: user_id, cents: amount_cents, at_us };
+    (envelopes.key(user_id), envelopes.value(&txn))
 }
 
 /// Deletes topics a test created (best effort: a leftover is harmless).

@@ -13,8 +13,8 @@ use rdkafka::message::{Message, Timestamp};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use super::envelope::{partition, Envelopes};
-use super::workload::Txn;
+use loadtest::envelope::{partition, Envelopes};
+use loadtest::workload::Txn;
 
 fn config(brokers: &str) -> ClientConfig {
     let mut c = ClientConfig::new();

@@ -11,9 +11,7 @@
 //! timestamps, LogAppendTime on both topics) when records are produced at
 //! a steady `--rate` while vigil runs.
 
-mod envelope;
 mod kafka;
-mod workload;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -25,8 +23,8 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use envelope::Envelopes;
-use workload::{Due, Oracle, Workload};
+use loadtest::envelope::Envelopes;
+use loadtest::workload::{Due, Oracle, Workload};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {

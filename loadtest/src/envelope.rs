@@ -6,12 +6,15 @@
 
 use serde_json::{json, Value};
 
-use super::workload::Txn;
+use crate::workload::Txn;
 
-const VALUE: &str = include_str!("../../../tests/fixtures/debezium/transactions-create.value.json");
-const KEY: &str = include_str!("../../../tests/fixtures/debezium/transactions-create.key.json");
+const VALUE: &str = include_str!("../../tests/fixtures/debezium/transactions-create.value.json");
+const KEY: &str = include_str!("../../tests/fixtures/debezium/transactions-create.key.json");
 
 /// Builds envelopes from the captured record's shape.
+/// The event time of the captured record: 2026-11-25T10:11:12.345678Z.
+pub const CAPTURED_CREATED_AT: i64 = 1_795_601_472_345_678;
+
 pub struct Envelopes {
     value_schema: String,
     key_schema: String,
