@@ -30,6 +30,7 @@ use tracing::{debug, error, info};
 use super::clock::Clock;
 use super::error::RunError;
 use super::job::{Job, RunOutcome};
+use super::window::Grid;
 use super::window::{micros, timestamp};
 use crate::metrics::{names, Health};
 
@@ -109,15 +110,15 @@ impl Scheduler {
             (job, result)
         };
         ctx.spawn(run.into_actor(self).map(move |(job, result), act, ctx| {
+            let grid = *job.grid();
             act.job = Some(job);
             act.running = false;
-            act.finished(result, started.elapsed(), ctx);
+            act.finished(result, grid, started.elapsed(), ctx);
         }));
     }
 
-    fn finished(&mut self, result: Result<RunOutcome, RunError>, took: Duration, ctx: &mut Context<Self>) {
+    fn finished(&mut self, result: Result<RunOutcome, RunError>, grid: Grid, took: Duration, ctx: &mut Context<Self>) {
         let now = self.clock.now();
-        let grid = *self.job.as_ref().map(Job::grid).expect("the job is home");
         let label = self.name.clone();
         match result {
             Ok(outcome) => {
