@@ -4,61 +4,110 @@
 //! as the connector writes them (`message.key.columns` = user_id), placed
 //! on the partition Connect's producer picks (murmur2 of the key bytes).
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::workload::Txn;
 
 const VALUE: &str = include_str!("../../tests/fixtures/debezium/transactions-create.value.json");
 const KEY: &str = include_str!("../../tests/fixtures/debezium/transactions-create.key.json");
 
-/// Builds envelopes from the captured record's shape.
 /// The event time of the captured record: 2026-11-25T10:11:12.345678Z.
 pub const CAPTURED_CREATED_AT: i64 = 1_795_601_472_345_678;
 
+/// Builds envelopes from the captured record's shape.
 pub struct Envelopes {
     value_schema: String,
     key_schema: String,
-    template: Value,
     schemaless: bool,
 }
 
-fn schema_and_payload(text: &str) -> (String, Value) {
+/// Every field of a change that varies from record to record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub id: i64,
+    pub user: i64,
+    pub cents: i64,
+    /// `created_at`, µs.
+    pub at_us: i64,
+    /// `source.lsn` (and both elements of `source.sequence`).
+    pub lsn: i64,
+    pub tx_id: i64,
+    /// The commit, `source.ts_us` (`ts_ms`, `ts_ns` follow).
+    pub commit_us: i64,
+    /// When Debezium emitted the change, the envelope's `ts_ns`.
+    pub emitted_ns: i64,
+}
+
+impl From<&Txn> for Change {
+    /// A generated transaction: committed and emitted at its event time,
+    /// its id as LSN and transaction id.
+    fn from(t: &Txn) -> Self {
+        Change {
+            id: t.id,
+            user: t.user,
+            cents: t.cents,
+            at_us: t.at_us,
+            lsn: t.id,
+            tx_id: t.id,
+            commit_us: t.at_us,
+            emitted_ns: t.at_us * 1_000,
+        }
+    }
+}
+
+fn schema_of(text: &str) -> String {
     #[derive(serde::Deserialize)]
     struct Envelope<'a> {
         #[serde(borrow)]
         schema: &'a serde_json::value::RawValue,
-        payload: Value,
     }
     match serde_json::from_str::<Envelope<'_>>(text) {
-        Ok(e) => (e.schema.get().to_owned(), e.payload),
+        Ok(e) => e.schema.get().to_owned(),
         Err(e) => panic!("the captured fixture is a schema-enabled envelope: {e}"),
     }
 }
 
 impl Envelopes {
     pub fn new(schemaless: bool) -> Self {
-        let (value_schema, template) = schema_and_payload(VALUE);
-        let (key_schema, _) = schema_and_payload(KEY);
-        Envelopes { value_schema, key_schema, template, schemaless }
+        Envelopes { value_schema: schema_of(VALUE), key_schema: schema_of(KEY), schemaless }
     }
 
     /// The record key: `{"schema":…,"payload":{"user_id":N}}`, or the
     /// payload alone without schemas.
     pub fn key(&self, user: i64) -> Vec<u8> {
-        let payload = format!("{{\"user_id\":{user}}}");
-        self.wrap(&self.key_schema, &payload)
+        self.wrap(&self.key_schema, &format!("{{\"user_id\":{user}}}"))
     }
 
     pub fn value(&self, t: &Txn) -> Vec<u8> {
-        let mut p = self.template.clone();
-        p["after"]["id"] = json!(t.id);
-        p["after"]["user_id"] = json!(t.user);
-        p["after"]["amount"] = json!(decimal_bytes(t.cents));
-        p["after"]["created_at"] = json!(t.at_us);
-        p["source"]["lsn"] = json!(t.id);
-        p["source"]["ts_ms"] = json!(t.at_us / 1000);
-        p["ts_ms"] = json!(t.at_us / 1000);
-        self.wrap(&self.value_schema, &p.to_string())
+        self.change(&Change::from(t))
+    }
+
+    /// A create of `transactions`, its payload in the connector's field
+    /// order, compact.
+    pub fn change(&self, c: &Change) -> Vec<u8> {
+        let payload = format!(
+            concat!(
+                r#"{{"before":null,"after":{{"id":{id},"user_id":{user},"amount":"{amount}","created_at":{at},"#,
+                r#""merchant":"shop","country":null}},"source":{{"version":"3.6.1.Final","connector":"postgresql","#,
+                r#""name":"dbserver1","ts_ms":{commit_ms},"snapshot":"false","db":"mydb","#,
+                r#""sequence":"[\"{lsn}\",\"{lsn}\"]","ts_us":{commit_us},"ts_ns":{commit_ns},"schema":"public","#,
+                r#""table":"transactions","txId":{tx},"lsn":{lsn},"xmin":null,"origin":null,"origin_lsn":null}},"#,
+                r#""transaction":null,"op":"c","ts_ms":{emitted_ms},"ts_us":{emitted_us},"ts_ns":{emitted_ns}}}"#,
+            ),
+            id = c.id,
+            user = c.user,
+            amount = decimal_bytes(c.cents),
+            at = c.at_us,
+            commit_ms = c.commit_us / 1_000,
+            lsn = c.lsn,
+            commit_us = c.commit_us,
+            commit_ns = c.commit_us * 1_000,
+            tx = c.tx_id,
+            emitted_ms = c.emitted_ns / 1_000_000,
+            emitted_us = c.emitted_ns / 1_000,
+            emitted_ns = c.emitted_ns,
+        );
+        self.wrap(&self.value_schema, &payload)
     }
 
     fn wrap(&self, schema: &str, payload: &str) -> Vec<u8> {
@@ -144,18 +193,26 @@ mod tests {
     }
 
     #[test]
-    fn values_keep_the_schema_block_first_and_byte_identical() {
-        let e = Envelopes::new(false);
-        let v = e.value(&Txn { id: 9, user: 4, cents: -123_456, at_us: 1 });
-        let text = String::from_utf8(v).expect("utf8");
-        let (schema, _) = schema_and_payload(VALUE);
-        assert!(text.starts_with(&format!("{{\"schema\":{schema},\"payload\":")));
-        let parsed: Value = serde_json::from_str(&text).expect("json");
-        assert_eq!(parsed["payload"]["after"]["amount"], "/h3A", "-1234.56 as the connector wrote it");
-        assert_eq!(parsed["payload"]["op"], "c");
-        let schemaless: Value =
-            serde_json::from_slice(&Envelopes::new(true).value(&Txn { id: 9, user: 4, cents: 1, at_us: 1 }))
-                .expect("json");
-        assert_eq!(schemaless["after"]["user_id"], 4);
+    fn the_captured_record_is_rebuilt_byte_for_byte() {
+        let captured = Change {
+            id: 5,
+            user: 103_070_000,
+            cents: -123_456,
+            at_us: CAPTURED_CREATED_AT,
+            lsn: 26_707_688,
+            tx_id: 760,
+            commit_us: 1_795_628_996_826_221,
+            emitted_ns: 1_795_628_997_323_235_345,
+        };
+        assert_eq!(Envelopes::new(false).change(&captured), VALUE.trim_end().as_bytes());
+    }
+
+    #[test]
+    fn schemaless_records_are_the_payload_alone() {
+        let v: Value = serde_json::from_slice(&Envelopes::new(true).value(&Txn { id: 9, user: 4, cents: 1, at_us: 1 }))
+            .expect("json");
+        assert_eq!(v["after"]["user_id"], 4);
+        assert_eq!(v["after"]["amount"], "AQ==");
+        assert_eq!(v["source"]["lsn"], 9);
     }
 }
