@@ -4,8 +4,6 @@
 //! as the connector writes them (`message.key.columns` = user_id), placed
 //! on the partition Connect's producer picks (murmur2 of the key bytes).
 
-use serde_json::Value;
-
 use crate::workload::Txn;
 
 const VALUE: &str = include_str!("../../tests/fixtures/debezium/transactions-create.value.json");
@@ -173,6 +171,7 @@ pub fn partition(key: &[u8], partitions: i32) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn murmur2_matches_kafka() {

@@ -255,14 +255,17 @@ impl Decoder {
     }
 
     fn decode_payload(&mut self, plan: &SchemaPlan, payload: &[u8], offset: i64) -> Result<Decoded, DecodeError> {
+        // UTF-8 is checked once here; the parsers below then read `str`
+        // and borrow strings instead of validating each of them again.
+        let payload = std::str::from_utf8(payload).map_err(|e| DecodeError::BadJson(format!("not UTF-8: {e}")))?;
         match plan.shape {
             Shape::Envelope => self.decode_envelope(plan, payload, offset),
             Shape::Flat => self.decode_flat(plan, payload, offset),
         }
     }
 
-    fn decode_envelope(&mut self, plan: &SchemaPlan, payload: &[u8], offset: i64) -> Result<Decoded, DecodeError> {
-        let p: Payload<'_> = serde_json::from_slice(payload).map_err(not_a_record)?;
+    fn decode_envelope(&mut self, plan: &SchemaPlan, payload: &str, offset: i64) -> Result<Decoded, DecodeError> {
+        let p: Payload<'_> = serde_json::from_str(payload).map_err(not_a_record)?;
         let op = match p.op.as_deref() {
             None => return Err(DecodeError::BadEnvelope("no op".into())),
             Some(code) => match parse_op(code)? {
@@ -277,7 +280,7 @@ impl Decoder {
         let image = image
             .non_null()
             .ok_or_else(|| DecodeError::BadEnvelope(format!("op {op} without its {} image", image_name(op))))?;
-        let mut row = self.read_row(plan, image.get().as_bytes(), false)?;
+        let mut row = self.read_row(plan, image.get(), false)?;
         let source = p.source.unwrap_or_default();
         row.extras.lsn = source.lsn;
         row.extras.ts_ms = source.ts_ms;
@@ -285,7 +288,7 @@ impl Decoder {
         self.finish(op, row, table, offset)
     }
 
-    fn decode_flat(&mut self, plan: &SchemaPlan, payload: &[u8], offset: i64) -> Result<Decoded, DecodeError> {
+    fn decode_flat(&mut self, plan: &SchemaPlan, payload: &str, offset: i64) -> Result<Decoded, DecodeError> {
         let row = self.read_row(plan, payload, true)?;
         let op = match row.extras.op.as_deref() {
             Some(code) => match parse_op(code)? {
@@ -302,9 +305,9 @@ impl Decoder {
         self.finish(op, row, table, offset)
     }
 
-    fn read_row<'a>(&self, plan: &SchemaPlan, image: &'a [u8], flat: bool) -> Result<ReadRow<'a>, DecodeError> {
+    fn read_row<'a>(&self, plan: &SchemaPlan, image: &'a str, flat: bool) -> Result<ReadRow<'a>, DecodeError> {
         let seed = RowSeed { options: &self.options, types: &plan.types, flat };
-        let mut de = serde_json::Deserializer::from_slice(image);
+        let mut de = serde_json::Deserializer::from_str(image);
         let mut row = seed.deserialize(&mut de).map_err(not_a_record)?;
         de.end().map_err(bad_json)?;
         match row.error.take() {
@@ -400,6 +403,39 @@ fn not_a_record(e: serde_json::Error) -> DecodeError {
     }
 }
 
+/// A string of the record, borrowed when it has no escapes (serde's own
+/// `Cow<str>` always copies; this is per record, several times).
+struct Text<'a>(Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Borrowing;
+        impl<'de> Visitor<'de> for Borrowing {
+            type Value = Cow<'de, str>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Cow::Borrowed(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v))
+            }
+        }
+        d.deserialize_str(Borrowing).map(Text)
+    }
+}
+
 /// `{"schema": …, "payload": …}`, any other fields ignored.
 #[derive(Deserialize)]
 struct SchemaEnvelope<'a> {
@@ -413,7 +449,7 @@ struct SchemaEnvelope<'a> {
 #[derive(Deserialize)]
 struct Payload<'a> {
     #[serde(borrow, default)]
-    op: Option<Cow<'a, str>>,
+    op: Option<Text<'a>>,
     #[serde(borrow, default)]
     before: Field<'a>,
     #[serde(borrow, default)]
@@ -449,9 +485,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
 #[derive(Deserialize, Default)]
 struct Source<'a> {
     #[serde(borrow, default)]
-    schema: Option<Cow<'a, str>>,
+    schema: Option<Text<'a>>,
     #[serde(borrow, default)]
-    table: Option<Cow<'a, str>>,
+    table: Option<Text<'a>>,
     #[serde(default)]
     lsn: Option<i64>,
     #[serde(default)]
@@ -470,12 +506,12 @@ struct ReadRow<'a> {
 
 #[derive(Default)]
 struct Extras<'a> {
-    op: Option<Cow<'a, str>>,
+    op: Option<Text<'a>>,
     deleted: bool,
     lsn: Option<i64>,
     ts_ms: Option<i64>,
-    table: Option<Cow<'a, str>>,
-    schema: Option<Cow<'a, str>>,
+    table: Option<Text<'a>>,
+    schema: Option<Text<'a>>,
 }
 
 /// Reads a row object, converting only the projected columns and skipping
@@ -505,8 +541,8 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
         let mut values = vec![Value::Null; columns.len()].into_boxed_slice();
         let mut extras = Extras::default();
         let mut error = None;
-        while let Some(name) = map.next_key::<Cow<'de, str>>()? {
-            if let Some(i) = columns.iter().position(|c| *c == name) {
+        while let Some(name) = map.next_key::<Text<'de>>()? {
+            if let Some(i) = columns.iter().position(|c| **c == *name) {
                 let json = map.next_value_seed(JsonSeed)?;
                 match convert(&columns[i], self.types[i], self.options.roles[i], json, &self.options.schemaless) {
                     Ok(value) => values[i] = value,
@@ -517,7 +553,7 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
                 continue;
             }
             if self.flat {
-                match name.as_ref() {
+                match &*name {
                     "__op" => extras.op = map.next_value()?,
                     "__deleted" => extras.deleted = deleted_flag(map.next_value_seed(JsonSeed)?),
                     "__lsn" => extras.lsn = map.next_value()?,
