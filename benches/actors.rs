@@ -22,7 +22,6 @@
 mod support;
 
 use std::rc::Rc;
-use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -37,7 +36,6 @@ use vigil::dead_letter::durable_producer_config;
 use vigil::decode::{DecodeOptions, Decoded, Decoder};
 use vigil::detect::router::DetectorRouter;
 use vigil::detect::shard::{Detect, DetectorShard, ShardSetup};
-use vigil::detect::Detectors;
 use vigil::row::{Key, Row};
 use vigil::source::batch::RecordBatch;
 use vigil::source::{BatchError, Downstream};
@@ -66,20 +64,8 @@ impl Actors {
                 .set("client.id", "vigil-bench")
                 .create()
                 .expect("a producer needs no broker to be created");
-        let projection = &options.projection;
-        let setup = Arc::new(ShardSetup {
-            pipeline: pipeline.name.clone(),
-            detectors: Arc::new(Detectors::for_pipeline(&pipeline, projection)),
-            primary_key: pipeline
-                .rows
-                .primary_key
-                .iter()
-                .filter_map(|c| projection.index(c).map(|i| (c.clone(), i)))
-                .collect(),
-            alerting_ops: pipeline.rows.ops.clone(),
-            alerts: AlertSink::new(producer, pipeline.sink.alerts.clone()),
-            tracked_users: Arc::new(AtomicI64::new(0)),
-        });
+        let alerts = AlertSink::new(producer, pipeline.sink.alerts.clone());
+        let setup = Arc::new(ShardSetup::for_pipeline(&pipeline, &options.projection, alerts));
         let arbiter = Arbiter::new();
         let shard = DetectorShard::start_in_arbiter(&arbiter.handle(), move |_| DetectorShard::new(setup));
         Rc::new(Actors { system, arbiter, shard, options })

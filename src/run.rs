@@ -24,8 +24,6 @@ use rdkafka::ClientConfig;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
-use std::sync::atomic::AtomicI64;
-
 use actix::Actor;
 
 use crate::alert::AlertSink;
@@ -34,7 +32,6 @@ use crate::dead_letter::{durable_producer_config, DeadLetters};
 use crate::decode::DecodeOptions;
 use crate::detect::router::DetectorRouter;
 use crate::detect::shard::{DetectorShard, ShardSetup};
-use crate::detect::Detectors;
 use crate::metrics::{self, Health};
 use crate::schedule;
 use crate::source::{Source, SourceParts};
@@ -140,20 +137,8 @@ fn start_shards(
     arbiters: &[Arbiter],
     producer: &FutureProducer,
 ) -> DetectorRouter {
-    let projection = &decode.projection;
-    let setup = Arc::new(ShardSetup {
-        pipeline: pipeline.name.clone(),
-        detectors: Arc::new(Detectors::for_pipeline(pipeline, projection)),
-        primary_key: pipeline
-            .rows
-            .primary_key
-            .iter()
-            .filter_map(|c| projection.index(c).map(|i| (c.clone(), i)))
-            .collect(),
-        alerting_ops: pipeline.rows.ops.clone(),
-        alerts: AlertSink::new(producer.clone(), pipeline.sink.alerts.clone()),
-        tracked_users: Arc::new(AtomicI64::new(0)),
-    });
+    let alerts = AlertSink::new(producer.clone(), pipeline.sink.alerts.clone());
+    let setup = Arc::new(ShardSetup::for_pipeline(pipeline, &decode.projection, alerts));
     let shards = arbiters
         .iter()
         .map(|arbiter| {

@@ -12,8 +12,8 @@ mod support;
 mod support_pg;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+
+use std::time::Duration;
 
 use serde_json::Value;
 use support::*;
@@ -409,59 +409,6 @@ fn a_bogus_metric_on_the_dashboard_is_caught() {
 // ---------------------------------------------------------------------------
 // Against the real stack.
 
-/// A `vigil run` process for several pipeline files (support's `Vigil`
-/// takes one), killed when dropped.
-struct Run {
-    child: std::process::Child,
-    metrics_addr: String,
-    log: PathBuf,
-}
-
-impl Run {
-    fn start(files: &[&Path], log: PathBuf) -> Run {
-        let metrics_addr = format!("127.0.0.1:{}", free_port());
-        let out = std::fs::File::create(&log).expect("log file");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
-            .arg("run")
-            .args(files)
-            .args(["--metrics-addr", &metrics_addr])
-            .env("RUST_LOG", "info")
-            .stdout(out.try_clone().expect("log file"))
-            .stderr(out)
-            .spawn()
-            .expect("vigil starts");
-        Run { child, metrics_addr, log }
-    }
-
-    fn metrics(&self) -> String {
-        http_get(&self.metrics_addr, "/metrics").map(|(_, body)| body).unwrap_or_default()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then the exit status (within 60 s; killed after that).
-    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        None
-    }
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_the_dashboard_uses_exists_on_metrics() {
     let used = dashboard_metrics(DASHBOARD).expect("the dashboard's queries are understood");
@@ -505,7 +452,7 @@ async fn every_metric_the_dashboard_uses_exists_on_metrics() {
         ),
     );
 
-    let mut vigil = Run::start(&[&stream, &batch], stream.with_extension("dashboard.log"));
+    let mut vigil = Vigil::start_files(&[&stream, &batch], stream.with_extension("dashboard.log"));
     // Processed: every record read and acknowledged, a window computed.
     let processed = eventually(Duration::from_secs(60), || {
         let text = vigil.metrics();
@@ -525,7 +472,7 @@ async fn every_metric_the_dashboard_uses_exists_on_metrics() {
     let absent = missing(&used, &text);
     // The check is not vacuous against this very exposition.
     let bogus = missing(&dashboard_metrics(&dashboard_with("vigil_recods_total")).expect("understood"), &text);
-    let status = vigil.terminate();
+    let status = vigil.stop();
     let log = vigil.log();
 
     delete_topics(&[&topic, &alerts, &dlq]).await;

@@ -24,9 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use criterion::{Criterion, SamplingMode, Throughput};
-use serde_json::value::RawValue;
+use loadtest::envelope::Envelopes;
 use vigil::config::{load_str, DetectorKind, Pipeline, SpendAnomalyConfig, VelocityScoreConfig};
 use vigil::decode::{DecodeOptions, Decoded, Decoder};
 use vigil::row::{Key, Row, Value};
@@ -113,23 +112,9 @@ pub fn assert_no_alert_can_fire(p: &Pipeline) {
 
 // ------------------------------------------------------------ transactions
 
-/// One transaction of the workload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Txn {
-    /// Row id (primary key).
-    pub id: i64,
-    pub user: i64,
-    pub cents: i64,
-    /// `created_at`, the event time, µs.
-    pub at_us: i64,
-    /// `source.lsn`, also both elements of `source.sequence`.
-    pub lsn: i64,
-    pub tx_id: i64,
-    /// `source.ts_us`: the commit (`ts_ms` and `ts_ns` follow from it).
-    pub commit_us: i64,
-    /// The envelope's `ts_ns`: when Debezium processed the change.
-    pub emitted_ns: i64,
-}
+/// One transaction of the workload: every field of a change that varies
+/// from record to record (the load generator's, so there is one encoder).
+pub type Txn = loadtest::envelope::Change;
 
 /// The captured record's transaction (`transactions-create.value.json`).
 const CAPTURED: Txn = Txn {
@@ -198,96 +183,49 @@ impl Transactions {
 
 // ---------------------------------------------------------------- records
 
-/// Connect's Decimal: the unscaled value as minimal big-endian two's
-/// complement bytes (Java's `BigInteger.toByteArray`), base64.
-pub fn decimal_base64(unscaled: i64) -> String {
-    let bytes = unscaled.to_be_bytes();
-    let mut start = 0;
-    while start < 7 {
-        let (b, next) = (bytes[start], bytes[start + 1]);
-        if (b == 0x00 && next & 0x80 == 0) || (b == 0xff && next & 0x80 != 0) {
-            start += 1;
-        } else {
-            break;
-        }
-    }
-    base64::engine::general_purpose::STANDARD.encode(&bytes[start..])
-}
-
-/// Records as JsonConverter writes them for the `transactions` table.
+/// Records as JsonConverter writes them for the `transactions` table,
+/// with the schema block or without, built by the load generator's
+/// encoder.
 pub struct Connect {
-    value_schema: String,
-    key_schema: String,
-}
-
-/// The `schema` block's text, exactly as in the record.
-fn schema_block(record: &str) -> String {
-    #[derive(serde::Deserialize)]
-    struct Envelope<'a> {
-        #[serde(borrow)]
-        schema: &'a RawValue,
-    }
-    match serde_json::from_str::<Envelope<'_>>(record) {
-        Ok(e) => e.schema.get().to_owned(),
-        Err(e) => panic!("the captured fixture is a schema-enabled envelope: {e}"),
-    }
+    with_schema: Envelopes,
+    schemaless: Envelopes,
 }
 
 impl Connect {
-    /// Takes the schema blocks from the captured records, and checks that
-    /// the payload template gives back the captured record byte for byte.
+    /// Checks that the encoder gives back the captured record byte for
+    /// byte, so the benches read what the connector writes.
     pub fn new() -> Self {
-        let connect = Connect { value_schema: schema_block(FIXTURE_VALUE), key_schema: schema_block(FIXTURE_KEY) };
+        let connect = Connect { with_schema: Envelopes::new(false), schemaless: Envelopes::new(true) };
         assert_eq!(
             String::from_utf8(connect.value(&CAPTURED, true)).expect("utf-8"),
             FIXTURE_VALUE,
-            "the payload template no longer reproduces the captured record"
+            "the encoder no longer reproduces the captured record"
         );
         assert_eq!(
             String::from_utf8(connect.key(CAPTURED.user, true)).expect("utf-8"),
             FIXTURE_KEY,
-            "the key template no longer reproduces the captured key"
+            "the encoder no longer reproduces the captured key"
         );
         connect
     }
 
-    /// The payload in the connector's field order, compact.
-    pub fn payload(t: &Txn) -> String {
-        let (commit_ms, commit_ns) = (t.commit_us / 1_000, t.commit_us * 1_000);
-        let (emitted_ms, emitted_us) = (t.emitted_ns / 1_000_000, t.emitted_ns / 1_000);
-        format!(
-            concat!(
-                r#"{{"before":null,"after":{{"id":{id},"user_id":{user},"amount":"{amount}","created_at":{at},"#,
-                r#""merchant":"shop","country":null}},"source":{{"version":"3.6.1.Final","connector":"postgresql","#,
-                r#""name":"dbserver1","ts_ms":{commit_ms},"snapshot":"false","db":"mydb","#,
-                r#""sequence":"[\"{lsn}\",\"{lsn}\"]","ts_us":{commit_us},"ts_ns":{commit_ns},"schema":"public","#,
-                r#""table":"transactions","txId":{tx},"lsn":{lsn},"xmin":null,"origin":null,"origin_lsn":null}},"#,
-                r#""transaction":null,"op":"c","ts_ms":{emitted_ms},"ts_us":{emitted_us},"ts_ns":{emitted_ns}}}"#,
-            ),
-            id = t.id,
-            user = t.user,
-            amount = decimal_base64(t.cents),
-            at = t.at_us,
-            commit_ms = commit_ms,
-            lsn = t.lsn,
-            commit_us = t.commit_us,
-            commit_ns = commit_ns,
-            tx = t.tx_id,
-            emitted_ms = emitted_ms,
-            emitted_us = emitted_us,
-            emitted_ns = t.emitted_ns,
-        )
+    fn envelopes(&self, with_schema: bool) -> &Envelopes {
+        if with_schema {
+            &self.with_schema
+        } else {
+            &self.schemaless
+        }
     }
 
     /// The record value: `{"schema":…,"payload":…}`, or (JsonConverter
     /// with `schemas.enable=false`) the payload alone.
     pub fn value(&self, t: &Txn, with_schema: bool) -> Vec<u8> {
-        wrap(&self.value_schema, &Self::payload(t), with_schema)
+        self.envelopes(with_schema).change(t)
     }
 
     /// The record key (`message.key.columns` = user_id).
     pub fn key(&self, user: i64, with_schema: bool) -> Vec<u8> {
-        wrap(&self.key_schema, &format!(r#"{{"user_id":{user}}}"#), with_schema)
+        self.envelopes(with_schema).key(user)
     }
 
     /// `(key, value)` of each transaction.
@@ -299,14 +237,6 @@ impl Connect {
 impl Default for Connect {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-fn wrap(schema: &str, payload: &str, with_schema: bool) -> Vec<u8> {
-    if with_schema {
-        format!(r#"{{"schema":{schema},"payload":{payload}}}"#).into_bytes()
-    } else {
-        payload.as_bytes().to_vec()
     }
 }
 

@@ -46,6 +46,30 @@ struct PartitionUsers {
     rows_since_expiry: usize,
 }
 
+impl ShardSetup {
+    /// What the shards of `pipeline` share, its rows read as `projection`
+    /// says and its alerts sent to `alerts`.
+    pub fn for_pipeline(
+        pipeline: &crate::config::Pipeline,
+        projection: &crate::row::Projection,
+        alerts: AlertSink,
+    ) -> Self {
+        ShardSetup {
+            pipeline: pipeline.name.clone(),
+            detectors: Arc::new(Detectors::for_pipeline(pipeline, projection)),
+            primary_key: pipeline
+                .rows
+                .primary_key
+                .iter()
+                .filter_map(|c| projection.index(c).map(|i| (c.clone(), i)))
+                .collect(),
+            alerting_ops: pipeline.rows.ops.clone(),
+            alerts,
+            tracked_users: Arc::new(AtomicI64::new(0)),
+        }
+    }
+}
+
 pub struct DetectorShard {
     setup: Arc<ShardSetup>,
     partitions: HashMap<(Arc<str>, i32), PartitionUsers>,

@@ -297,12 +297,16 @@ pub struct Vigil {
 
 impl Vigil {
     pub fn start(pipeline_file: &std::path::Path, name: &str) -> Vigil {
+        Vigil::start_files(&[pipeline_file], pipeline_file.with_extension(format!("{name}.log")))
+    }
+
+    /// One process running several pipeline files side by side.
+    pub fn start_files(files: &[&std::path::Path], log: std::path::PathBuf) -> Vigil {
         let metrics_addr = format!("127.0.0.1:{}", free_port());
-        let log = pipeline_file.with_extension(format!("{name}.log"));
         let out = std::fs::File::create(&log).expect("log file");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
             .arg("run")
-            .arg(pipeline_file)
+            .args(files)
             .args(["--metrics-addr", &metrics_addr])
             .env("RUST_LOG", "info")
             .stdout(out.try_clone().expect("log file"))
@@ -326,16 +330,25 @@ impl Vigil {
         http_get(&self.metrics_addr, "/health").map(|(status, _)| status)
     }
 
-    /// SIGTERM, then the exit status (within 60 s).
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
+    /// SIGTERM, then the exit status; `None` if it does not stop within
+    /// 60 s (it is killed when dropped).
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
+        while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
+                return Some(status);
             }
-            assert!(Instant::now() < deadline, "vigil did not stop within 60 s:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    /// SIGTERM, then the exit status; fails the test if it does not stop.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        match self.stop() {
+            Some(status) => status,
+            None => panic!("vigil did not stop within 60 s:\n{}", self.log()),
         }
     }
 
