@@ -13,21 +13,19 @@
 //! and ops the pipeline does not read are [`Decoded::Skipped`].
 //! Not handled here: Avro or Protobuf (refused when the pipeline loads).
 
+mod reader;
 pub mod schema;
 pub mod value;
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
-use serde::Deserialize;
-use serde_json::value::RawValue;
-
 use crate::config::{DetectorKind, EventTime as TimeConfig, Pipeline};
 use crate::row::{Key, Op, Projection, Row, Value};
 use crate::time::EventTime;
-use schema::{ColumnType, SchemaCache, SchemaPlan, Shape};
-use value::{convert, Json, JsonSeed, Role, Schemaless};
+use reader::Reader;
+use schema::{SchemaCache, SchemaPlan, Shape};
+use value::{convert, Json, Role, Schemaless};
 
 pub use crate::config::{DecimalHandling, SchemaMode};
 pub use value::TimeUnit;
@@ -164,10 +162,6 @@ impl DecodeError {
     }
 }
 
-fn bad_json(e: serde_json::Error) -> DecodeError {
-    DecodeError::BadJson(e.to_string())
-}
-
 /// Decodes the records of one topic. Keeps the schema blocks it has seen,
 /// so it lives as long as its partition is assigned.
 pub struct Decoder {
@@ -210,28 +204,30 @@ impl Decoder {
             return Ok(Decoded::Skipped(Skip::Tombstone));
         };
         if let Some((plan, payload)) = self.known_schema(bytes) {
-            return self.decode_payload(&plan, payload, offset);
+            return self.decode_payload(&plan, utf8(payload)?, offset);
         }
-        ensure_object(bytes)?;
+        // UTF-8 is checked once here; the reader then borrows strings
+        // instead of validating each of them again.
+        let text = utf8(bytes)?;
+        let top = TopLevel::read(text)?;
         if self.options.schemas == SchemaMode::Disabled {
-            return self.decode_schemaless(bytes, offset);
+            return self.decode_schemaless(&top, text, offset);
         }
-        let envelope: SchemaEnvelope<'_> = serde_json::from_slice(bytes).map_err(not_a_record)?;
-        match (envelope.schema.0, envelope.payload.0) {
+        match (top.schema, top.payload) {
             (Some(schema), Some(payload)) => {
-                if payload.get() == "null" {
+                if payload == "null" {
                     return Ok(Decoded::Skipped(Skip::Tombstone));
                 }
-                if schema.get() == "null" {
-                    return self.decode_schemaless(payload.get().as_bytes(), offset);
+                if schema == "null" {
+                    return self.decode_schemaless(&TopLevel::read(payload)?, payload, offset);
                 }
-                let plan = self.cache.get_or_parse(schema.get(), &self.options.projection)?;
-                self.decode_payload(&plan, payload.get().as_bytes(), offset)
+                let plan = self.cache.get_or_parse(schema, &self.options.projection)?;
+                self.decode_payload(&plan, payload, offset)
             }
             _ if self.options.schemas == SchemaMode::Enabled => Err(DecodeError::BadEnvelope(
                 "no {\"schema\":…,\"payload\":…} envelope, but format.schemas is enabled".into(),
             )),
-            _ => self.decode_schemaless(bytes, offset),
+            _ => self.decode_schemaless(&top, text, offset),
         }
     }
 
@@ -247,26 +243,55 @@ impl Decoder {
         })
     }
 
-    fn decode_schemaless(&mut self, bytes: &[u8], offset: i64) -> Result<Decoded, DecodeError> {
-        let probe: Payload<'_> = serde_json::from_slice(bytes).map_err(not_a_record)?;
+    /// A payload without a schema: its keys tell an envelope from a
+    /// flattened row.
+    fn decode_schemaless(&mut self, top: &TopLevel<'_>, payload: &str, offset: i64) -> Result<Decoded, DecodeError> {
         let plan =
-            if probe.is_envelope() { Arc::clone(&self.inferred_envelope) } else { Arc::clone(&self.inferred_flat) };
-        self.decode_payload(&plan, bytes, offset)
+            if top.is_envelope() { Arc::clone(&self.inferred_envelope) } else { Arc::clone(&self.inferred_flat) };
+        self.decode_payload(&plan, payload, offset)
     }
 
-    fn decode_payload(&mut self, plan: &SchemaPlan, payload: &[u8], offset: i64) -> Result<Decoded, DecodeError> {
-        // UTF-8 is checked once here; the parsers below then read `str`
-        // and borrow strings instead of validating each of them again.
-        let payload = std::str::from_utf8(payload).map_err(|e| DecodeError::BadJson(format!("not UTF-8: {e}")))?;
+    fn decode_payload(&mut self, plan: &SchemaPlan, payload: &str, offset: i64) -> Result<Decoded, DecodeError> {
+        if payload == "null" {
+            return Ok(Decoded::Skipped(Skip::Tombstone));
+        }
         match plan.shape {
             Shape::Envelope => self.decode_envelope(plan, payload, offset),
             Shape::Flat => self.decode_flat(plan, payload, offset),
         }
     }
 
+    /// One pass over the payload: `after` is read into a row where it
+    /// stands (creates, updates and reads use it); `before` is only kept
+    /// as text, read for deletes.
     fn decode_envelope(&mut self, plan: &SchemaPlan, payload: &str, offset: i64) -> Result<Decoded, DecodeError> {
-        let p: Payload<'_> = serde_json::from_str(payload).map_err(not_a_record)?;
-        let op = match p.op.as_deref() {
+        let mut r = Reader::new(payload);
+        let mut object = r.begin_object("a Debezium payload object")?;
+        let (mut op, mut before, mut after, mut source) = (None, None, None, Source::default());
+        let mut seen = Fields::default();
+        while let Some(key) = r.next_key(&mut object)? {
+            match &*key {
+                "op" => {
+                    seen.first(1, "op", &r)?;
+                    op = r.str_or_null("op")?;
+                }
+                "before" => {
+                    seen.first(2, "before", &r)?;
+                    before = if r.null()? { None } else { Some(r.raw()?) };
+                }
+                "after" => {
+                    seen.first(4, "after", &r)?;
+                    after = if r.null()? { None } else { Some(self.read_row(&mut r, plan, false)?) };
+                }
+                "source" => {
+                    seen.first(8, "source", &r)?;
+                    source = if r.null()? { Source::default() } else { Source::read(&mut r)? };
+                }
+                _ => r.skip()?,
+            }
+        }
+        r.end()?;
+        let op = match op.as_deref() {
             None => return Err(DecodeError::BadEnvelope("no op".into())),
             Some(code) => match parse_op(code)? {
                 Ok(op) => op,
@@ -276,12 +301,20 @@ impl Decoder {
         if !self.options.ops.contains(&op) {
             return Ok(Decoded::Skipped(Skip::OpNotRead(op)));
         }
-        let image = if op == Op::Delete { &p.before } else { &p.after };
-        let image = image
-            .non_null()
-            .ok_or_else(|| DecodeError::BadEnvelope(format!("op {op} without its {} image", image_name(op))))?;
-        let mut row = self.read_row(plan, image.get(), false)?;
-        let source = p.source.unwrap_or_default();
+        let image = if op == Op::Delete {
+            match before {
+                Some(text) => {
+                    let mut r = Reader::new(text);
+                    Some(self.read_row(&mut r, plan, false)?)
+                }
+                None => None,
+            }
+        } else {
+            after
+        };
+        let mut row = image
+            .ok_or_else(|| DecodeError::BadEnvelope(format!("op {op} without its {} image", image_name(op))))?
+            .checked()?;
         row.extras.lsn = source.lsn;
         row.extras.ts_ms = source.ts_ms;
         let table = self.table(source.schema.as_deref(), source.table.as_deref());
@@ -289,7 +322,10 @@ impl Decoder {
     }
 
     fn decode_flat(&mut self, plan: &SchemaPlan, payload: &str, offset: i64) -> Result<Decoded, DecodeError> {
-        let row = self.read_row(plan, payload, true)?;
+        let mut r = Reader::new(payload);
+        let row = self.read_row(&mut r, plan, true)?;
+        r.end()?;
+        let row = row.checked()?;
         let op = match row.extras.op.as_deref() {
             Some(code) => match parse_op(code)? {
                 Ok(op) => op,
@@ -305,17 +341,43 @@ impl Decoder {
         self.finish(op, row, table, offset)
     }
 
-    fn read_row<'a>(&self, plan: &SchemaPlan, image: &'a str, flat: bool) -> Result<ReadRow<'a>, DecodeError> {
-        let seed = RowSeed { options: &self.options, types: &plan.types, flat };
-        let mut de = serde_json::Deserializer::from_str(image);
-        let mut row = seed.deserialize(&mut de).map_err(not_a_record)?;
-        de.end().map_err(bad_json)?;
-        match row.error.take() {
-            Some(e) => Err(e),
-            None => Ok(row),
+    /// Reads a row object, converting only the projected columns and
+    /// skipping the rest. A column that cannot be converted is kept in
+    /// [`ReadRow::error`]: the row is read to its end, so the JSON is
+    /// checked whole, and refused only if it is used.
+    fn read_row<'a>(&self, r: &mut Reader<'a>, plan: &SchemaPlan, flat: bool) -> Result<ReadRow<'a>, DecodeError> {
+        let options = &self.options;
+        let columns = options.projection.columns();
+        let mut row = ReadRow {
+            values: vec![Value::Null; columns.len()].into_boxed_slice(),
+            extras: Extras::default(),
+            error: None,
+        };
+        let mut object = r.begin_object("a row object")?;
+        while let Some(name) = r.next_key(&mut object)? {
+            if let Some(i) = columns.iter().position(|c| **c == *name) {
+                let json = r.value()?;
+                match convert(&columns[i], plan.types[i], options.roles[i], json, &options.schemaless) {
+                    Ok(value) => row.values[i] = value,
+                    Err(e) => {
+                        row.error.get_or_insert(e);
+                    }
+                }
+                continue;
+            }
+            let extras = &mut row.extras;
+            match &*name {
+                "__op" if flat => extras.op = r.str_or_null("__op")?,
+                "__deleted" if flat => extras.deleted = deleted_flag(r.value()?),
+                "__lsn" if flat => extras.lsn = r.int_or_null("__lsn")?,
+                "__source_ts_ms" if flat => extras.ts_ms = r.int_or_null("__source_ts_ms")?,
+                "__table" if flat => extras.table = r.str_or_null("__table")?,
+                "__schema" if flat => extras.schema = r.str_or_null("__schema")?,
+                _ => r.skip()?,
+            }
         }
+        Ok(row)
     }
-
     /// The schema-qualified table, reusing the last one's allocation.
     fn table(&mut self, schema: Option<&str>, table: Option<&str>) -> Arc<str> {
         let Some(table) = table else {
@@ -383,115 +445,88 @@ fn parse_op(code: &str) -> Result<Result<Op, Skip>, DecodeError> {
     }
 }
 
-/// Serde would read a struct from an array too: a record must be an object.
-fn ensure_object(bytes: &[u8]) -> Result<(), DecodeError> {
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-        return Ok(());
-    }
-    match serde_json::from_slice::<IgnoredAny>(bytes) {
-        Ok(_) => Err(DecodeError::BadEnvelope("expected a JSON object".into())),
-        Err(e) => Err(bad_json(e)),
-    }
+fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
+    std::str::from_utf8(bytes).map_err(|e| DecodeError::BadJson(format!("not UTF-8: {e}")))
 }
 
-/// A JSON syntax error stays `BadJson`; valid JSON of the wrong shape (an
-/// array, a number, a field of the wrong type) is not a Debezium record.
-fn not_a_record(e: serde_json::Error) -> DecodeError {
-    match e.classify() {
-        serde_json::error::Category::Data => DecodeError::BadEnvelope(e.to_string()),
-        _ => bad_json(e),
-    }
+/// What a record's top level holds: a schema and a payload (JsonConverter
+/// with schemas), or the keys that tell a Debezium envelope from a
+/// flattened row (without).
+#[derive(Default)]
+struct TopLevel<'a> {
+    schema: Option<&'a str>,
+    payload: Option<&'a str>,
+    has_op: bool,
+    has_image: bool,
 }
 
-/// A string of the record, borrowed when it has no escapes (serde's own
-/// `Cow<str>` always copies; this is per record, several times).
-struct Text<'a>(Cow<'a, str>);
-
-impl std::ops::Deref for Text<'_> {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Borrowing;
-        impl<'de> Visitor<'de> for Borrowing {
-            type Value = Cow<'de, str>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Cow::Borrowed(v))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Cow::Owned(v.to_owned()))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Cow::Owned(v))
+impl<'a> TopLevel<'a> {
+    fn read(text: &'a str) -> Result<TopLevel<'a>, DecodeError> {
+        let mut r = Reader::new(text);
+        let mut top = TopLevel::default();
+        let mut object = r.begin_object("a JSON object")?;
+        while let Some(key) = r.next_key(&mut object)? {
+            match &*key {
+                "schema" => top.schema = Some(r.raw()?),
+                "payload" => top.payload = Some(r.raw()?),
+                "op" => top.has_op = r.str_or_null("op")?.is_some(),
+                "before" | "after" => {
+                    top.has_image = true;
+                    r.skip()?;
+                }
+                _ => r.skip()?,
             }
         }
-        d.deserialize_str(Borrowing).map(Text)
+        r.end()?;
+        Ok(top)
     }
-}
 
-/// `{"schema": …, "payload": …}`, any other fields ignored.
-#[derive(Deserialize)]
-struct SchemaEnvelope<'a> {
-    #[serde(borrow, default)]
-    schema: Field<'a>,
-    #[serde(borrow, default)]
-    payload: Field<'a>,
-}
-
-/// The parts of Debezium's payload vigil reads.
-#[derive(Deserialize)]
-struct Payload<'a> {
-    #[serde(borrow, default)]
-    op: Option<Text<'a>>,
-    #[serde(borrow, default)]
-    before: Field<'a>,
-    #[serde(borrow, default)]
-    after: Field<'a>,
-    #[serde(borrow, default)]
-    source: Option<Source<'a>>,
-}
-
-impl Payload<'_> {
     /// Debezium's envelope has `op` beside `before`/`after` (null for
     /// truncates and messages); a flattened row has `__op` if anything.
     fn is_envelope(&self) -> bool {
-        self.op.is_some() && (self.before.0.is_some() || self.after.0.is_some())
+        self.has_op && self.has_image
     }
 }
 
-/// A field that tells "absent" (`Field(None)`) from "null" (`Some("null")`).
+/// The envelope fields read once each (a bit each): a second one is
+/// refused.
 #[derive(Default)]
-struct Field<'a>(Option<&'a RawValue>);
+struct Fields(u8);
 
-impl<'a> Field<'a> {
-    fn non_null(&self) -> Option<&'a RawValue> {
-        self.0.filter(|raw| raw.get() != "null")
+impl Fields {
+    fn first(&mut self, bit: u8, field: &str, r: &Reader<'_>) -> Result<(), DecodeError> {
+        if self.0 & bit != 0 {
+            return Err(r.shape(&format!("duplicate field {field}")));
+        }
+        self.0 |= bit;
+        Ok(())
     }
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        <&'a RawValue>::deserialize(d).map(|raw| Field(Some(raw)))
-    }
-}
-
-#[derive(Deserialize, Default)]
+/// The parts of Debezium's `source` block vigil reads.
+#[derive(Default)]
 struct Source<'a> {
-    #[serde(borrow, default)]
-    schema: Option<Text<'a>>,
-    #[serde(borrow, default)]
-    table: Option<Text<'a>>,
-    #[serde(default)]
+    schema: Option<Cow<'a, str>>,
+    table: Option<Cow<'a, str>>,
     lsn: Option<i64>,
-    #[serde(default)]
     ts_ms: Option<i64>,
+}
+
+impl<'a> Source<'a> {
+    fn read(r: &mut Reader<'a>) -> Result<Source<'a>, DecodeError> {
+        let mut source = Source::default();
+        let mut object = r.begin_object("source: an object")?;
+        while let Some(key) = r.next_key(&mut object)? {
+            match &*key {
+                "schema" => source.schema = r.str_or_null("source.schema")?,
+                "table" => source.table = r.str_or_null("source.table")?,
+                "lsn" => source.lsn = r.int_or_null("source.lsn")?,
+                "ts_ms" => source.ts_ms = r.int_or_null("source.ts_ms")?,
+                _ => r.skip()?,
+            }
+        }
+        Ok(source)
+    }
 }
 
 /// The projected values of one row image, plus the metadata fields a
@@ -499,77 +534,28 @@ struct Source<'a> {
 struct ReadRow<'a> {
     values: Box<[Value]>,
     extras: Extras<'a>,
-    /// The first column that could not be converted: the row is kept
-    /// reading to the end (so the JSON is checked whole), then refused.
+    /// The first column that could not be converted.
     error: Option<DecodeError>,
+}
+
+impl ReadRow<'_> {
+    /// The row, unless one of its columns could not be converted.
+    fn checked(mut self) -> Result<Self, DecodeError> {
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(self),
+        }
+    }
 }
 
 #[derive(Default)]
 struct Extras<'a> {
-    op: Option<Text<'a>>,
+    op: Option<Cow<'a, str>>,
     deleted: bool,
     lsn: Option<i64>,
     ts_ms: Option<i64>,
-    table: Option<Text<'a>>,
-    schema: Option<Text<'a>>,
-}
-
-/// Reads a row object, converting only the projected columns and skipping
-/// the rest unparsed.
-struct RowSeed<'o> {
-    options: &'o DecodeOptions,
-    types: &'o [ColumnType],
-    flat: bool,
-}
-
-impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
-    type Value = ReadRow<'de>;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<ReadRow<'de>, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for RowSeed<'_> {
-    type Value = ReadRow<'de>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a row object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ReadRow<'de>, A::Error> {
-        let columns = self.options.projection.columns();
-        let mut values = vec![Value::Null; columns.len()].into_boxed_slice();
-        let mut extras = Extras::default();
-        let mut error = None;
-        while let Some(name) = map.next_key::<Text<'de>>()? {
-            if let Some(i) = columns.iter().position(|c| **c == *name) {
-                let json = map.next_value_seed(JsonSeed)?;
-                match convert(&columns[i], self.types[i], self.options.roles[i], json, &self.options.schemaless) {
-                    Ok(value) => values[i] = value,
-                    Err(e) => {
-                        error.get_or_insert(e);
-                    }
-                }
-                continue;
-            }
-            if self.flat {
-                match &*name {
-                    "__op" => extras.op = map.next_value()?,
-                    "__deleted" => extras.deleted = deleted_flag(map.next_value_seed(JsonSeed)?),
-                    "__lsn" => extras.lsn = map.next_value()?,
-                    "__source_ts_ms" => extras.ts_ms = map.next_value()?,
-                    "__table" => extras.table = map.next_value()?,
-                    "__schema" => extras.schema = map.next_value()?,
-                    _ => {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(ReadRow { values, extras, error })
-    }
+    table: Option<Cow<'a, str>>,
+    schema: Option<Cow<'a, str>>,
 }
 
 /// ExtractNewRecordState writes `__deleted` as the string "true"/"false"

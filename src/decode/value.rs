@@ -4,12 +4,10 @@
 //! unless the connector already sent a double.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::str::FromStr;
 
 use base64::Engine as _;
 use rust_decimal::Decimal;
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
 use super::schema::ColumnType;
 use super::DecodeError;
@@ -51,74 +49,6 @@ impl Json<'_> {
             Json::Scaled { .. } => "a scaled decimal object".into(),
             Json::Other(what) => (*what).into(),
         }
-    }
-}
-
-/// Deserializes any JSON value into [`Json`].
-pub struct JsonSeed;
-
-impl<'de> DeserializeSeed<'de> for JsonSeed {
-    type Value = Json<'de>;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Json<'de>, D::Error> {
-        d.deserialize_any(JsonVisitor)
-    }
-}
-
-struct JsonVisitor;
-
-impl<'de> Visitor<'de> for JsonVisitor {
-    type Value = Json<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_unit<E>(self) -> Result<Json<'de>, E> {
-        Ok(Json::Null)
-    }
-    fn visit_none<E>(self) -> Result<Json<'de>, E> {
-        Ok(Json::Null)
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Json<'de>, E> {
-        Ok(Json::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Json<'de>, E> {
-        Ok(Json::Int(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Json<'de>, E> {
-        Ok(i64::try_from(v).map_or(Json::BigInt(v), Json::Int))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Json<'de>, E> {
-        Ok(Json::Float(v))
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Json<'de>, E> {
-        Ok(Json::Str(Cow::Borrowed(v)))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Json<'de>, E> {
-        Ok(Json::Str(Cow::Owned(v.to_owned())))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Json<'de>, E> {
-        Ok(Json::Str(Cow::Owned(v)))
-    }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'de>, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Json::Other("an array"))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
-        let (mut scale, mut value, mut other) = (None, None, false);
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            match key.as_ref() {
-                "scale" => scale = Some(map.next_value::<i64>()?),
-                "value" => value = Some(map.next_value::<Cow<'de, str>>()?),
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                    other = true;
-                }
-            }
-        }
-        Ok(match (scale, value, other) {
-            (Some(scale), Some(value), false) => Json::Scaled { scale, value },
-            _ => Json::Other("an object"),
-        })
     }
 }
 

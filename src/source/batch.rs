@@ -1,9 +1,12 @@
 //! A batch of Kafka records of one partition, copied out of librdkafka
 //! into one byte arena: batches, not records, cross actor boundaries, and
-//! a batch of a thousand records costs a handful of allocations.
+//! a batch of a thousand records costs a handful of allocations. Arenas
+//! go back to a [`BufferPool`] when their batch is done, so the poll
+//! thread fills warm memory of the right size instead of growing fresh
+//! allocations (growing a batch of megabytes copies it several times).
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// One record's place in its batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +26,43 @@ pub struct RecordBatch {
     pub epoch: u64,
     entries: Vec<Entry>,
     bytes: Vec<u8>,
+    /// Where the arena goes when the batch is dropped.
+    pool: Option<Arc<BufferPool>>,
+}
+
+/// Arenas of finished batches, for the next ones.
+#[derive(Debug, Default)]
+pub struct BufferPool {
+    free: Mutex<Vec<Arena>>,
+}
+
+type Arena = (Vec<Entry>, Vec<u8>);
+
+/// Arenas kept for reuse, at most: enough for the batches one poll round
+/// hands out; the rest are freed.
+const POOLED_ARENAS: usize = 16;
+
+impl BufferPool {
+    fn take(&self) -> Arena {
+        self.free.lock().ok().and_then(|mut free| free.pop()).unwrap_or_default()
+    }
+
+    fn give(&self, (mut entries, mut bytes): Arena) {
+        let Ok(mut free) = self.free.lock() else { return };
+        if free.len() < POOLED_ARENAS {
+            entries.clear();
+            bytes.clear();
+            free.push((entries, bytes));
+        }
+    }
+}
+
+impl Drop for RecordBatch {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            pool.give((std::mem::take(&mut self.entries), std::mem::take(&mut self.bytes)));
+        }
+    }
 }
 
 /// A record as the partition actor sees it.
@@ -35,7 +75,13 @@ pub struct RecordRef<'a> {
 
 impl RecordBatch {
     pub fn new(topic: Arc<str>, partition: i32, epoch: u64) -> Self {
-        RecordBatch { topic, partition, epoch, entries: Vec::new(), bytes: Vec::new() }
+        RecordBatch { topic, partition, epoch, entries: Vec::new(), bytes: Vec::new(), pool: None }
+    }
+
+    /// A batch whose arena comes from `pool` and returns to it.
+    pub fn pooled(topic: Arc<str>, partition: i32, epoch: u64, pool: &Arc<BufferPool>) -> Self {
+        let (entries, bytes) = pool.take();
+        RecordBatch { topic, partition, epoch, entries, bytes, pool: Some(Arc::clone(pool)) }
     }
 
     pub fn push(&mut self, offset: i64, key: Option<&[u8]>, value: Option<&[u8]>) {
@@ -101,5 +147,17 @@ mod tests {
             ]
         );
         assert_eq!((b.first_offset(), b.last_offset(), b.len(), b.byte_len()), (Some(10), Some(12), 3, 6));
+    }
+
+    #[test]
+    fn a_pooled_arena_is_reused_empty() {
+        let pool = Arc::new(BufferPool::default());
+        let mut b = RecordBatch::pooled("t".into(), 0, 0, &pool);
+        b.push(1, None, Some(&[7; 1000]));
+        drop(b);
+        let b = RecordBatch::pooled("t".into(), 1, 0, &pool);
+        assert!(b.is_empty() && b.byte_len() == 0);
+        assert!(b.bytes.capacity() >= 1000, "the arena came back with its memory");
+        assert!(pool.free.lock().expect("pool").is_empty());
     }
 }

@@ -46,7 +46,7 @@ use crate::dead_letter::DeadLetters;
 use crate::decode::DecodeOptions;
 use crate::metrics::{names, Health};
 use crate::row::{Key, Row};
-use batch::RecordBatch;
+use batch::{BufferPool, RecordBatch};
 use partition::{Drain, PartitionActor, PartitionSetup};
 
 /// Records per batch handed to a partition actor, at most.
@@ -158,6 +158,7 @@ impl Source {
             parts,
             control: control_tx,
             key_partitions: Arc::new(DashMap::new()),
+            arenas: Arc::new(BufferPool::default()),
         };
         let consumer: BaseConsumer<SourceContext> = consumer_config(&pipeline).create_with_context(context)?;
         let topics: Vec<&str> = pipeline.source.topics.iter().map(String::as_str).collect();
@@ -217,6 +218,7 @@ pub(crate) struct SourceContext {
     parts: SourceParts,
     control: mpsc::Sender<Control>,
     key_partitions: Arc<DashMap<Key, i32>>,
+    arenas: Arc<BufferPool>,
 }
 
 impl ClientContext for SourceContext {
@@ -370,13 +372,20 @@ fn poll_loop(consumer: Arc<BaseConsumer<SourceContext>>, shutdown: Arc<AtomicBoo
     let name = ctx.name.clone();
     let mut read_since_dispatch = 0usize;
     let mut last_commit = Instant::now();
+    // The key of the last record's partition, reused while records of one
+    // partition follow each other (they come a fetch at a time).
+    let mut last_key: Option<(Arc<str>, i32)> = None;
     while !shutdown.load(Ordering::SeqCst) {
-        while let Ok(request) = control.try_recv() {
-            apply_control(&consumer, request);
-        }
-        if last_commit.elapsed() >= COMMIT_INTERVAL {
-            commit_progress(&consumer);
-            last_commit = Instant::now();
+        // Between bursts of records, not per record: both read the clock
+        // or a channel.
+        if read_since_dispatch == 0 {
+            while let Ok(request) = control.try_recv() {
+                apply_control(&consumer, request);
+            }
+            if last_commit.elapsed() >= COMMIT_INTERVAL {
+                commit_progress(&consumer);
+                last_commit = Instant::now();
+            }
         }
         let timeout = if read_since_dispatch == 0 { Duration::from_millis(100) } else { Duration::ZERO };
         match consumer.poll(timeout) {
@@ -385,21 +394,26 @@ fn poll_loop(consumer: Arc<BaseConsumer<SourceContext>>, shutdown: Arc<AtomicBoo
                 let Ok(mut state) = ctx.state.lock() else {
                     break;
                 };
-                let key = (Arc::<str>::from(message.topic()), message.partition());
+                let key = match last_key.take() {
+                    Some(key) if key.1 == message.partition() && &*key.0 == message.topic() => key,
+                    _ => (Arc::<str>::from(message.topic()), message.partition()),
+                };
                 // A record of a partition already revoked: its next owner reads it.
                 let Some(slot) = state.partitions.get_mut(&key) else {
                     continue;
                 };
                 if slot.paused {
                     skip_from(slot, Some(message.offset()));
-                    continue;
+                } else {
+                    let batch = slot.pending.get_or_insert_with(|| {
+                        RecordBatch::pooled(Arc::clone(&slot.topic), key.1, slot.epoch, &ctx.arenas)
+                    });
+                    batch.push(message.offset(), message.key(), message.payload());
+                    if batch.len() >= MAX_BATCH_RECORDS || batch.byte_len() >= MAX_BATCH_BYTES {
+                        dispatch(slot);
+                    }
                 }
-                let batch =
-                    slot.pending.get_or_insert_with(|| RecordBatch::new(Arc::clone(&slot.topic), key.1, slot.epoch));
-                batch.push(message.offset(), message.key(), message.payload());
-                if batch.len() >= MAX_BATCH_RECORDS || batch.byte_len() >= MAX_BATCH_BYTES {
-                    dispatch(slot);
-                }
+                last_key = Some(key);
                 if read_since_dispatch < MAX_BATCH_RECORDS {
                     continue;
                 }

@@ -1,0 +1,626 @@
+//! A JSON reader made for Debezium payloads: it walks an object key by
+//! key, reads the few values vigil needs, and skips the rest, in one pass
+//! over the text and without allocating (strings are borrowed unless they
+//! hold escapes).
+//!
+//! It accepts exactly JSON (RFC 8259), as serde_json does: skipped values
+//! are checked too, so a record that is not JSON is refused whatever part
+//! of it is broken. Errors say what was expected and at which byte; a
+//! syntax error is [`DecodeError::BadJson`], valid JSON of the wrong shape
+//! (a string where an object belongs) is [`DecodeError::BadEnvelope`].
+
+use std::borrow::Cow;
+
+use super::value::Json;
+use super::DecodeError;
+
+/// Containers nested deeper than this are refused (serde_json's limit):
+/// skipping recurses, and a record must not exhaust the stack.
+const MAX_DEPTH: u32 = 128;
+
+pub struct Reader<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(text: &'a str) -> Self {
+        Reader { text, pos: 0 }
+    }
+
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
+    fn syntax(&self, what: &str) -> DecodeError {
+        DecodeError::BadJson(format!("{what} at byte {}", self.pos))
+    }
+
+    /// Valid JSON, but not what a Debezium record holds there.
+    pub fn shape(&self, what: &str) -> DecodeError {
+        DecodeError::BadEnvelope(format!("{what} at byte {}", self.pos))
+    }
+
+    /// The next byte that is not whitespace, not consumed.
+    fn peek(&mut self) -> Option<u8> {
+        while let Some(&b) = self.bytes().get(self.pos) {
+            if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+                return Some(b);
+            }
+            self.pos += 1;
+        }
+        None
+    }
+
+    fn expect(&mut self, byte: u8, what: &str) -> Result<(), DecodeError> {
+        if self.peek() != Some(byte) {
+            return Err(self.syntax(what));
+        }
+        self.pos += 1;
+        Ok(())
+    }
+
+    /// Only whitespace may follow the value read.
+    pub fn end(&mut self) -> Result<(), DecodeError> {
+        match self.peek() {
+            None => Ok(()),
+            Some(_) => Err(self.syntax("trailing characters")),
+        }
+    }
+
+    /// Consumes a `null` if one is next.
+    pub fn null(&mut self) -> Result<bool, DecodeError> {
+        if self.peek() != Some(b'n') {
+            return Ok(false);
+        }
+        self.literal(b"null")?;
+        Ok(true)
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<(), DecodeError> {
+        if !self.bytes()[self.pos..].starts_with(word) {
+            return Err(self.syntax("invalid literal"));
+        }
+        self.pos += word.len();
+        Ok(())
+    }
+
+    /// Opens an object; `what` names it in the error when the value is
+    /// something else.
+    pub fn begin_object(&mut self, what: &str) -> Result<Object, DecodeError> {
+        match self.peek() {
+            Some(b'{') => {
+                self.pos += 1;
+                Ok(Object { first: true })
+            }
+            _ => {
+                let at = self.pos;
+                self.skip()?;
+                self.pos = at;
+                Err(self.shape(&format!("expected {what}")))
+            }
+        }
+    }
+
+    /// The next key of an open object, its `:` consumed; `None` at its end.
+    pub fn next_key(&mut self, object: &mut Object) -> Result<Option<Cow<'a, str>>, DecodeError> {
+        match self.peek() {
+            Some(b'}') => {
+                self.pos += 1;
+                return Ok(None);
+            }
+            Some(b',') if !object.first => self.pos += 1,
+            _ if object.first => {}
+            _ => return Err(self.syntax("expected ',' or '}'")),
+        }
+        object.first = false;
+        if self.peek() != Some(b'"') {
+            return Err(self.syntax("expected a key"));
+        }
+        let key = self.string()?;
+        self.expect(b':', "expected ':'")?;
+        Ok(Some(key))
+    }
+
+    /// A string or null; `field` names it in the error otherwise.
+    pub fn str_or_null(&mut self, field: &str) -> Result<Option<Cow<'a, str>>, DecodeError> {
+        match self.peek() {
+            Some(b'"') => self.string().map(Some),
+            Some(b'n') => self.literal(b"null").map(|()| None),
+            _ => self.wrong(field, "a string"),
+        }
+    }
+
+    /// An integer (i64) or null; `field` names it in the error otherwise.
+    pub fn int_or_null(&mut self, field: &str) -> Result<Option<i64>, DecodeError> {
+        let at = self.pos;
+        match self.value()? {
+            Json::Int(i) => Ok(Some(i)),
+            Json::Null => Ok(None),
+            _ => {
+                self.pos = at;
+                self.wrong(field, "an integer")
+            }
+        }
+    }
+
+    fn wrong<T>(&mut self, field: &str, expected: &str) -> Result<T, DecodeError> {
+        let at = self.pos;
+        self.skip()?;
+        self.pos = at;
+        Err(self.shape(&format!("{field}: expected {expected} or null")))
+    }
+
+    /// The text of the next value, checked and skipped.
+    pub fn raw(&mut self) -> Result<&'a str, DecodeError> {
+        self.peek();
+        let start = self.pos;
+        self.skip()?;
+        Ok(&self.text[start..self.pos])
+    }
+
+    /// Any value: scalars as they are, a `{"scale", "value"}` object as
+    /// [`Json::Scaled`], anything else skipped as [`Json::Other`].
+    pub fn value(&mut self) -> Result<Json<'a>, DecodeError> {
+        match self.peek() {
+            Some(b'"') => self.string().map(Json::Str),
+            Some(b'n') => self.literal(b"null").map(|()| Json::Null),
+            Some(b't') => self.literal(b"true").map(|()| Json::Bool(true)),
+            Some(b'f') => self.literal(b"false").map(|()| Json::Bool(false)),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b'[') => self.skip().map(|()| Json::Other("an array")),
+            Some(b'{') => self.scaled_decimal(),
+            Some(_) => Err(self.syntax("expected a value")),
+            None => Err(self.syntax("unexpected end")),
+        }
+    }
+
+    /// Debezium's VariableScaleDecimal, `{"scale": s, "value": "<base64>"}`.
+    fn scaled_decimal(&mut self) -> Result<Json<'a>, DecodeError> {
+        let mut object = self.begin_object("an object")?;
+        let (mut scale, mut value, mut other) = (None, None, false);
+        while let Some(key) = self.next_key(&mut object)? {
+            match &*key {
+                "scale" => scale = self.int_or_null("scale")?,
+                "value" => value = self.str_or_null("value")?,
+                _ => {
+                    self.skip()?;
+                    other = true;
+                }
+            }
+        }
+        Ok(match (scale, value, other) {
+            (Some(scale), Some(value), false) => Json::Scaled { scale, value },
+            _ => Json::Other("an object"),
+        })
+    }
+
+    /// Skips the next value, checking that it is JSON.
+    pub fn skip(&mut self) -> Result<(), DecodeError> {
+        self.skip_nested(0)
+    }
+
+    fn skip_nested(&mut self, depth: u32) -> Result<(), DecodeError> {
+        match self.peek() {
+            Some(b'"') => self.skip_string(),
+            Some(b'{') => {
+                if depth >= MAX_DEPTH {
+                    return Err(self.syntax("nested too deeply"));
+                }
+                let mut object = self.begin_object("an object")?;
+                while self.next_key_skipped(&mut object)? {
+                    self.skip_nested(depth + 1)?;
+                }
+                Ok(())
+            }
+            Some(b'[') => {
+                if depth >= MAX_DEPTH {
+                    return Err(self.syntax("nested too deeply"));
+                }
+                self.pos += 1;
+                if self.peek() == Some(b']') {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.skip_nested(depth + 1)?;
+                    match self.peek() {
+                        Some(b',') => self.pos += 1,
+                        Some(b']') => {
+                            self.pos += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(self.syntax("expected ',' or ']'")),
+                    }
+                }
+            }
+            Some(b'-' | b'0'..=b'9') => self.skip_number(),
+            _ => self.value().map(drop),
+        }
+    }
+
+    /// Checks a number's form without computing its value.
+    fn skip_number(&mut self) -> Result<(), DecodeError> {
+        let bytes = self.bytes();
+        self.pos += usize::from(bytes.get(self.pos) == Some(&b'-'));
+        match bytes.get(self.pos) {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => self.digits()?,
+            _ => return Err(self.syntax("invalid number")),
+        }
+        if bytes.get(self.pos) == Some(&b'.') {
+            self.pos += 1;
+            self.digits()?;
+        }
+        if matches!(bytes.get(self.pos), Some(b'e' | b'E')) {
+            self.pos += 1;
+            if matches!(bytes.get(self.pos), Some(b'+' | b'-')) {
+                self.pos += 1;
+            }
+            self.digits()?;
+        }
+        Ok(())
+    }
+
+    /// As [`Reader::next_key`], for a key that is not looked at.
+    fn next_key_skipped(&mut self, object: &mut Object) -> Result<bool, DecodeError> {
+        match self.peek() {
+            Some(b'}') => {
+                self.pos += 1;
+                return Ok(false);
+            }
+            Some(b',') if !object.first => self.pos += 1,
+            _ if object.first => {}
+            _ => return Err(self.syntax("expected ',' or '}'")),
+        }
+        object.first = false;
+        if self.peek() != Some(b'"') {
+            return Err(self.syntax("expected a key"));
+        }
+        self.skip_string()?;
+        self.expect(b':', "expected ':'")?;
+        Ok(true)
+    }
+
+    fn number(&mut self) -> Result<Json<'a>, DecodeError> {
+        let bytes = self.bytes();
+        let start = self.pos;
+        let negative = bytes.get(self.pos) == Some(&b'-');
+        self.pos += usize::from(negative);
+        // The integer part, accumulated as it is checked.
+        let mut magnitude: u64 = 0;
+        let mut overflow = false;
+        match bytes.get(self.pos) {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => {
+                while let Some(&d @ b'0'..=b'9') = bytes.get(self.pos) {
+                    match magnitude.checked_mul(10).and_then(|m| m.checked_add(u64::from(d - b'0'))) {
+                        Some(m) => magnitude = m,
+                        None => overflow = true,
+                    }
+                    self.pos += 1;
+                }
+            }
+            _ => return Err(self.syntax("invalid number")),
+        }
+        let mut integer = true;
+        if bytes.get(self.pos) == Some(&b'.') {
+            self.pos += 1;
+            self.digits()?;
+            integer = false;
+        }
+        if matches!(bytes.get(self.pos), Some(b'e' | b'E')) {
+            self.pos += 1;
+            if matches!(bytes.get(self.pos), Some(b'+' | b'-')) {
+                self.pos += 1;
+            }
+            self.digits()?;
+            integer = false;
+        }
+        if integer && !overflow {
+            if !negative {
+                return Ok(i64::try_from(magnitude).map_or(Json::BigInt(magnitude), Json::Int));
+            }
+            if magnitude <= i64::MIN.unsigned_abs() {
+                return Ok(Json::Int(0i64.wrapping_sub_unsigned(magnitude)));
+            }
+        }
+        // Fractions, exponents and integers beyond 64 bits, as serde_json.
+        match self.text[start..self.pos].parse::<f64>() {
+            Ok(f) if f.is_finite() => Ok(Json::Float(f)),
+            _ => Err(self.syntax("number out of range")),
+        }
+    }
+
+    fn digits(&mut self) -> Result<(), DecodeError> {
+        let start = self.pos;
+        while matches!(self.bytes().get(self.pos), Some(b'0'..=b'9')) {
+            self.pos += 1;
+        }
+        if self.pos == start {
+            return Err(self.syntax("invalid number"));
+        }
+        Ok(())
+    }
+
+    /// A string, the reader at its opening quote.
+    fn string(&mut self) -> Result<Cow<'a, str>, DecodeError> {
+        self.pos += 1;
+        let start = self.pos;
+        let end = find_special(self.bytes(), self.pos);
+        match self.bytes().get(end) {
+            Some(b'"') => {
+                self.pos = end + 1;
+                Ok(Cow::Borrowed(&self.text[start..end]))
+            }
+            _ => {
+                self.pos = end;
+                self.escaped_string(start).map(Cow::Owned)
+            }
+        }
+    }
+
+    /// The rest of a string holding escapes, unescaped.
+    fn escaped_string(&mut self, start: usize) -> Result<String, DecodeError> {
+        let mut out = String::with_capacity(self.pos - start + 16);
+        let mut run = start;
+        loop {
+            let end = find_special(self.bytes(), self.pos);
+            out.push_str(&self.text[run..end]);
+            self.pos = end;
+            match self.bytes().get(end) {
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(out);
+                }
+                Some(b'\\') => {
+                    self.pos += 1;
+                    out.push(self.escape()?);
+                    run = self.pos;
+                }
+                Some(_) => return Err(self.syntax("control character in a string")),
+                None => return Err(self.syntax("unterminated string")),
+            }
+        }
+    }
+
+    /// One escape, the reader after its backslash.
+    fn escape(&mut self) -> Result<char, DecodeError> {
+        let Some(&b) = self.bytes().get(self.pos) else {
+            return Err(self.syntax("unterminated string"));
+        };
+        self.pos += 1;
+        Ok(match b {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => self.unicode_escape()?,
+            _ => return Err(self.syntax("invalid escape")),
+        })
+    }
+
+    /// A `\u` escape's character, the reader after the `u`: a UTF-16
+    /// surrogate must come in a pair.
+    fn unicode_escape(&mut self) -> Result<char, DecodeError> {
+        let unit = self.hex4()?;
+        let code = match unit {
+            0xD800..=0xDBFF => {
+                if !self.bytes()[self.pos..].starts_with(b"\\u") {
+                    return Err(self.syntax("lone leading surrogate in a \\u escape"));
+                }
+                self.pos += 2;
+                let low = self.hex4()?;
+                if !(0xDC00..=0xDFFF).contains(&low) {
+                    return Err(self.syntax("invalid surrogate pair in a \\u escape"));
+                }
+                0x10000 + ((u32::from(unit) - 0xD800) << 10) + (u32::from(low) - 0xDC00)
+            }
+            0xDC00..=0xDFFF => return Err(self.syntax("lone trailing surrogate in a \\u escape")),
+            _ => u32::from(unit),
+        };
+        char::from_u32(code).ok_or_else(|| self.syntax("invalid \\u escape"))
+    }
+
+    fn hex4(&mut self) -> Result<u16, DecodeError> {
+        let digits = self.bytes().get(self.pos..self.pos + 4).ok_or_else(|| self.syntax("invalid \\u escape"))?;
+        let mut unit = 0u16;
+        for &d in digits {
+            let v = (d as char).to_digit(16).ok_or_else(|| self.syntax("invalid \\u escape"))?;
+            unit = unit << 4 | v as u16;
+        }
+        self.pos += 4;
+        Ok(unit)
+    }
+
+    /// Skips a string, checking its escapes, without unescaping it.
+    fn skip_string(&mut self) -> Result<(), DecodeError> {
+        self.pos += 1;
+        loop {
+            self.pos = find_special(self.bytes(), self.pos);
+            match self.bytes().get(self.pos) {
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                Some(b'\\') => {
+                    self.pos += 1;
+                    match self.bytes().get(self.pos) {
+                        Some(b'u') => {
+                            self.pos += 1;
+                            self.unicode_escape()?;
+                        }
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 1,
+                        _ => return Err(self.syntax("invalid escape")),
+                    }
+                }
+                Some(_) => return Err(self.syntax("control character in a string")),
+                None => return Err(self.syntax("unterminated string")),
+            }
+        }
+    }
+}
+
+/// An open object: whether its first key is still to come.
+pub struct Object {
+    first: bool,
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The position of the first `"`, `\` or control character at or after
+/// `from` (the end when none): eight bytes at a time, as strings in
+/// records are mostly plain.
+#[inline]
+fn find_special(bytes: &[u8], from: usize) -> usize {
+    let mut i = from;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let hits = special_bytes(u64::from_le_bytes(word));
+        if hits != 0 {
+            return i + (hits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&b) = bytes.get(i) {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            return i;
+        }
+        i += 1;
+    }
+    bytes.len()
+}
+
+/// The high bit of each byte of `word` that is `"`, `\` or below 0x20.
+/// Bits above the lowest may be false (borrows), the lowest never is.
+#[inline]
+fn special_bytes(word: u64) -> u64 {
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x;
+    let quote = zero_byte(word ^ (ONES * u64::from(b'"')));
+    let backslash = zero_byte(word ^ (ONES * u64::from(b'\\')));
+    let control = word.wrapping_sub(ONES * 0x20) & !word;
+    (quote | backslash | control) & HIGHS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(text: &str) -> Result<Json<'_>, DecodeError> {
+        let mut r = Reader::new(text);
+        let v = r.value()?;
+        r.end()?;
+        Ok(v)
+    }
+
+    fn skip(text: &str) -> Result<(), DecodeError> {
+        let mut r = Reader::new(text);
+        r.skip()?;
+        r.end()
+    }
+
+    #[test]
+    fn scalars() {
+        assert_eq!(value("-12"), Ok(Json::Int(-12)));
+        assert_eq!(value("0"), Ok(Json::Int(0)));
+        assert_eq!(value(" 9223372036854775807 "), Ok(Json::Int(i64::MAX)));
+        assert_eq!(value("-9223372036854775808"), Ok(Json::Int(i64::MIN)));
+        assert_eq!(value("18446744073709551615"), Ok(Json::BigInt(u64::MAX)));
+        assert_eq!(value("-9223372036854775809"), Ok(Json::Float(-9223372036854775809.0)));
+        assert_eq!(value("1.5e3"), Ok(Json::Float(1500.0)));
+        assert_eq!(value("true"), Ok(Json::Bool(true)));
+        assert_eq!(value("null"), Ok(Json::Null));
+        assert_eq!(value(r#""plain""#), Ok(Json::Str(Cow::Borrowed("plain"))));
+        assert_eq!(value(r#"{"scale":3,"value":"MDk="}"#), Ok(Json::Scaled { scale: 3, value: "MDk=".into() }));
+        assert_eq!(value(r#"{"scale":3,"value":"MDk=","x":1}"#), Ok(Json::Other("an object")));
+        assert_eq!(value("[1,[2,{}]]"), Ok(Json::Other("an array")));
+    }
+
+    #[test]
+    fn strings_with_escapes_are_unescaped() {
+        let text = r#""a\"b\\c\/\n\u00e9\ud83d\ude00 long enough to cross eight bytes""#;
+        assert_eq!(value(text), Ok(Json::Str("a\"b\\c/\né😀 long enough to cross eight bytes".into())));
+        assert_eq!(value("\"ünïcödé text\""), Ok(Json::Str(Cow::Borrowed("ünïcödé text"))));
+    }
+
+    #[test]
+    fn the_first_special_byte_is_found_in_any_position() {
+        for at in 0..20 {
+            for special in [b'"', b'\\', 0x01, 0x1f] {
+                let mut bytes = vec![b'a'; 20];
+                bytes[at] = special;
+                if at + 1 < 20 {
+                    // A later special byte must not hide the first.
+                    bytes[at + 1] = 0x00;
+                }
+                assert_eq!(find_special(&bytes, 0), at, "{special:#x} at {at}");
+            }
+        }
+        assert_eq!(find_special(&[0xc3, 0xa9, b' ', 0x7f, b'~'], 0), 5, "non-ASCII and DEL are plain");
+    }
+
+    #[test]
+    fn invalid_json_is_refused_even_when_skipped() {
+        for bad in [
+            "",
+            "{",
+            "[1,]",
+            "{\"a\":1,}",
+            "{\"a\" 1}",
+            "{a:1}",
+            "01",
+            "1.",
+            "-",
+            "1e",
+            "+1",
+            "tru",
+            "nul",
+            "\"abc",
+            "\"a\tb\"",
+            "\"\\x\"",
+            "\"\\u12\"",
+            "\"\\ud800\"",
+            "[1 2]",
+            "{\"a\":1 \"b\":2}",
+            "{} {}",
+        ] {
+            assert!(matches!(skip(bad), Err(DecodeError::BadJson(_))), "{bad:?} skipped");
+            assert!(value(bad).is_err(), "{bad:?} read");
+        }
+        assert!(matches!(value("1e999"), Err(DecodeError::BadJson(ref m)) if m.contains("range")));
+        let deep = "[".repeat(200) + &"]".repeat(200);
+        assert!(matches!(skip(&deep), Err(DecodeError::BadJson(ref m)) if m.contains("nested")));
+        skip(r#" {"a": [1, -2.5e-3, "x\"y", {"b": null, "c": [true, false]}], "d": {}} "#).expect("valid");
+    }
+
+    #[test]
+    fn objects_walk_key_by_key() {
+        let mut r = Reader::new(r#"{"op":"c","n":null,"lsn":42,"skip":{"deep":[1]},"esc\u0061pe":1}"#);
+        let mut o = r.begin_object("a payload").expect("object");
+        let mut seen = Vec::new();
+        while let Some(key) = r.next_key(&mut o).expect("key") {
+            match &*key {
+                "op" => assert_eq!(r.str_or_null("op"), Ok(Some("c".into()))),
+                "n" => assert_eq!(r.str_or_null("n"), Ok(None)),
+                "lsn" => assert_eq!(r.int_or_null("lsn"), Ok(Some(42))),
+                _ => r.skip().expect("skip"),
+            }
+            seen.push(key.into_owned());
+        }
+        r.end().expect("end");
+        assert_eq!(seen, ["op", "n", "lsn", "skip", "escape"]);
+
+        let mut r = Reader::new(r#"{"lsn":"42"}"#);
+        let mut o = r.begin_object("a payload").expect("object");
+        r.next_key(&mut o).expect("key");
+        assert!(matches!(r.int_or_null("source.lsn"), Err(DecodeError::BadEnvelope(m)) if m.contains("source.lsn")));
+        assert!(matches!(Reader::new("[1]").begin_object("a payload"), Err(DecodeError::BadEnvelope(_))));
+        assert!(matches!(Reader::new("[1").begin_object("a payload"), Err(DecodeError::BadJson(_))));
+    }
+}
