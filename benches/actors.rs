@@ -127,12 +127,10 @@ impl Handler<Batch> for PartitionStandIn {
 
     fn handle(&mut self, Batch(batch): Batch, _ctx: &mut Context<Self>) -> Self::Result {
         let mut rows = Vec::new();
-        for record in batch.records() {
-            match self.decoder.decode(record.value, record.offset) {
-                Ok(Decoded::Row(row)) => rows.push(row),
-                other => panic!("offset {}: expected a row, got {other:?}", record.offset),
-            }
-        }
+        batch.decode_each(&mut self.decoder, |record, decoded| match decoded {
+            Ok(Decoded::Row(row)) => rows.push(row),
+            other => panic!("offset {}: expected a row, got {other:?}", record.offset),
+        });
         for row in &rows {
             let seen = *self.key_partitions.entry(row.key.clone()).or_insert(self.partition);
             assert_eq!(seen, self.partition, "a user on two partitions");

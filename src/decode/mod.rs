@@ -231,6 +231,37 @@ impl Decoder {
         }
     }
 
+    /// The schema of records that start with `prefix`, a batch's
+    /// `{"schema":…,"payload":` ([`envelope_prefix_len`]): looked up (or
+    /// parsed) once for all of them.
+    pub fn envelope_plan(&mut self, prefix: &[u8]) -> Result<EnvelopePlan, DecodeError> {
+        let block = prefix
+            .strip_prefix(SCHEMA_PREFIX)
+            .and_then(|rest| rest.strip_suffix(PAYLOAD_INFIX))
+            .ok_or_else(|| DecodeError::BadEnvelope("not a {\"schema\":…,\"payload\": prefix".into()))?;
+        if let Some((_, plan)) = self.cache.blocks().find(|(cached, _)| *cached == block) {
+            return Ok(EnvelopePlan(Arc::clone(plan)));
+        }
+        let plan = self.cache.get_or_parse(utf8(block)?, &self.options.projection)?;
+        Ok(EnvelopePlan(plan))
+    }
+
+    /// Decodes a record held without its envelope prefix: `rest` is what
+    /// follows `prefix`, whose plan is `plan`.
+    pub fn decode_enveloped(
+        &mut self,
+        plan: &EnvelopePlan,
+        prefix: &[u8],
+        rest: &[u8],
+        offset: i64,
+    ) -> Result<Decoded, DecodeError> {
+        match rest.strip_suffix(b"}") {
+            Some(payload) => self.decode_payload(&plan.0, utf8(payload)?, offset),
+            // Not as JsonConverter ends a record: read it whole.
+            None => self.decode(Some(&[prefix, rest].concat()), offset),
+        }
+    }
+
     /// The fast path: JsonConverter writes the schema first and compactly,
     /// so a record that starts with a cached schema block's exact bytes has
     /// that schema, and its payload is what follows. A JSON object ends
@@ -444,6 +475,25 @@ fn parse_op(code: &str) -> Result<Result<Op, Skip>, DecodeError> {
         other => other.parse::<Op>().map(Ok).map_err(|_| DecodeError::UnknownOp(other.to_owned())),
     }
 }
+
+/// The length of the `{"schema":…,"payload":` that `value` starts with,
+/// as JsonConverter writes it; `None` for any other record. Records of one
+/// table version share these bytes, so a batch keeps them once.
+pub fn envelope_prefix_len(value: &[u8]) -> Option<usize> {
+    let rest = value.strip_prefix(SCHEMA_PREFIX)?;
+    // The schema block ends where its own JSON says.
+    let text = match std::str::from_utf8(rest) {
+        Ok(text) => text,
+        Err(e) => std::str::from_utf8(&rest[..e.valid_up_to()]).ok()?,
+    };
+    let mut reader = Reader::new(text);
+    reader.skip().ok()?;
+    let end = reader.position();
+    rest[end..].starts_with(PAYLOAD_INFIX).then_some(SCHEMA_PREFIX.len() + end + PAYLOAD_INFIX.len())
+}
+
+/// The schema of the records sharing a batch's envelope prefix.
+pub struct EnvelopePlan(Arc<SchemaPlan>);
 
 fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
     std::str::from_utf8(bytes).map_err(|e| DecodeError::BadJson(format!("not UTF-8: {e}")))

@@ -28,6 +28,11 @@ impl<'a> Reader<'a> {
         Reader { text, pos: 0 }
     }
 
+    /// Bytes read so far.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
     fn bytes(&self) -> &'a [u8] {
         self.text.as_bytes()
     }

@@ -387,3 +387,21 @@ fn options_follow_the_fraud_pipeline_file() {
     let r = row(Decoder::new(opts, TOPIC).decode(Some(CREATE), 1));
     assert_eq!(r.values[at("amount")], Value::Decimal(dec("-1234.56")));
 }
+
+#[test]
+fn a_record_held_without_its_shared_prefix_decodes_the_same() {
+    let len = envelope_prefix_len(CREATE).expect("JsonConverter's {\"schema\":…,\"payload\": prefix");
+    let (prefix, rest) = CREATE.split_at(len);
+    assert!(prefix.starts_with(b"{\"schema\":{") && prefix.ends_with(b"},\"payload\":"));
+    let mut d = decoder(&[Op::Create]);
+    let plan = d.envelope_plan(prefix).expect("schema");
+    let split = d.decode_enveloped(&plan, prefix, rest, 17);
+    assert_eq!(split, decoder(&[Op::Create]).decode(Some(CREATE), 17));
+    assert_eq!(d.cached_schemas(), 1);
+    // A record not ending as JsonConverter ends one is read whole.
+    let spaced = [rest, b"\n"].concat();
+    assert_eq!(d.decode_enveloped(&plan, prefix, &spaced, 17), split);
+    assert_eq!(envelope_prefix_len(br#"{"op":"c","after":{}}"#), None);
+    assert_eq!(envelope_prefix_len(br#"{"schema":{"type":"struct"},"other":1}"#), None);
+    assert_eq!(envelope_prefix_len(br#"{"schema":{"type":"str"#), None);
+}

