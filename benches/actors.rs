@@ -7,12 +7,12 @@
 //! - `shard/detect`: decoded rows sent as `Detect` to the shard: the
 //!   message hop, the per-user state lookups and both detectors.
 //! - `partition/decode_detect`: a `RecordBatch` sent to a partition actor
-//!   on the same arbiter, which decodes it, notes each key's partition,
-//!   and hands the rows to the shard through `DetectorRouter` (the
+//!   on the same arbiter, which decodes it and hands the rows to the
+//!   shard through `DetectorRouter` (the
 //!   production `Downstream`): decode + detect, two hops, as a batch goes
 //!   in `vigil run`. vigil's `PartitionActor` is crate-private, so a
-//!   stand-in here repeats its hot path (`decode_batch`,
-//!   `check_key_alignment`, `downstream.process`); its metrics, panic
+//!   stand-in here repeats its hot path (`RecordBatch::decode_each`,
+//!   `downstream.process`); its metrics, panic
 //!   guard and offset tracking are left out.
 //!
 //! No alert fires (ordinary amounts, checked against the pipeline), so
@@ -25,7 +25,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use dashmap::DashMap;
 use rdkafka::producer::FutureProducer;
 use support::{
     assert_no_alert_can_fire, bench, fraud_pipeline, topic, warm_up_batches, Connect, Routine, RowFeed, Transactions,
@@ -36,7 +35,7 @@ use vigil::dead_letter::durable_producer_config;
 use vigil::decode::{DecodeOptions, Decoded, Decoder};
 use vigil::detect::router::DetectorRouter;
 use vigil::detect::shard::{Detect, DetectorShard, ShardSetup};
-use vigil::row::{Key, Row};
+use vigil::row::Row;
 use vigil::source::batch::RecordBatch;
 use vigil::source::{BatchError, Downstream};
 
@@ -111,7 +110,6 @@ struct PartitionStandIn {
     partition: i32,
     decoder: Decoder,
     downstream: Arc<dyn Downstream>,
-    key_partitions: Arc<DashMap<Key, i32>>,
 }
 
 impl Actor for PartitionStandIn {
@@ -131,10 +129,6 @@ impl Handler<Batch> for PartitionStandIn {
             Ok(Decoded::Row(row)) => rows.push(row),
             other => panic!("offset {}: expected a row, got {other:?}", record.offset),
         });
-        for row in &rows {
-            let seen = *self.key_partitions.entry(row.key.clone()).or_insert(self.partition);
-            assert_eq!(seen, self.partition, "a user on two partitions");
-        }
         self.downstream.process(Arc::clone(&self.topic), self.partition, rows)
     }
 }
@@ -200,7 +194,6 @@ fn main() {
                     partition: DECODE_PARTITION,
                     decoder: Decoder::new(options, support::TOPIC),
                     downstream: router,
-                    key_partitions: Arc::new(DashMap::new()),
                 });
                 let mut d = DecodeDetect {
                     actors: b,

@@ -12,6 +12,9 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use vigil::config::PipelineDef;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Actor-based stream processing for Debezium change streams.
 #[derive(Debug, Parser)]
 #[command(name = "vigil", version = vigil::VERSION)]

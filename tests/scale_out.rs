@@ -107,8 +107,10 @@ async fn a_key_on_two_partitions_is_reported() {
 
     let file = pipeline_file(&name, &topic, &name, &alerts, &dlq);
     let mut vigil = Vigil::start(&file, "a");
-    let reported = eventually(Duration::from_secs(60), || vigil.metric("vigil_rows_total") >= 3.0);
-    assert!(reported, "rows read:\n{}", vigil.log());
+    let reported = eventually(Duration::from_secs(60), || {
+        vigil.metric("vigil_rows_total") >= 3.0 && vigil.metric("vigil_key_misalignments_total") >= 1.0
+    });
+    assert!(reported, "rows read and the misplaced key counted:\n{}", vigil.log());
     assert_eq!(vigil.metric("vigil_key_misalignments_total"), 1.0, "one row of a misplaced key");
     assert!(vigil.terminate().success());
     assert!(vigil.log().contains("message.key.columns"), "the warning names the fix:\n{}", vigil.log());

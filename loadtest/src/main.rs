@@ -5,9 +5,13 @@
 //!   fraud bursts (the fraud pipeline's input, through Debezium).
 //! - `sensors`: temperature sensors writing readings into PostgreSQL, live
 //!   or a span of history at once (the temperature batch job's input).
-//! - `run`: the fraud pipeline under load through Kafka, verified against
-//!   an oracle, with a report (`stream/`).
+//! - `produce`, `baseline`, `verify`: the fraud pipeline's load test in
+//!   pieces: transactions with planted fraud into Kafka or PostgreSQL, the
+//!   plain consumer's ceiling, every alert checked against an oracle.
+//! - `run`: those pieces in one go around a vigil process, with a report
+//!   and a chart (`stream/`).
 
+mod db;
 mod sensors;
 mod stream;
 mod transactions;
@@ -35,10 +39,18 @@ enum Command {
     Transactions(transactions::TransactionsArgs),
     /// Simulate temperature sensors writing readings into PostgreSQL.
     Sensors(sensors::SensorsArgs),
+    /// Produce transactions with planted fraud: Debezium envelopes straight
+    /// into Kafka, or rows into PostgreSQL for Debezium; write a manifest.
+    Produce(stream::produce::ProduceArgs),
+    /// Read a topic with a plain consumer that decodes nothing: the ceiling.
+    Baseline(stream::baseline::BaselineArgs),
+    /// Check the alert topic against the alerts a manifest's workload is
+    /// due: missing, unexpected or duplicate alerts fail; latency with --input.
+    Verify(stream::verify::VerifyArgs),
     /// The fraud pipeline under load, straight through Kafka: produce
     /// Debezium envelopes with planted fraud, measure the baseline consumer,
     /// run vigil, verify every alert against an independent oracle, report.
-    Run(stream::RunArgs),
+    Run(stream::run::RunArgs),
 }
 
 #[tokio::main]
@@ -46,6 +58,9 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Transactions(args) => transactions::run(args).await,
         Command::Sensors(args) => sensors::run(args).await,
-        Command::Run(args) => stream::run(args).await,
+        Command::Produce(args) => stream::produce::run(args).await,
+        Command::Baseline(args) => stream::baseline::run(args),
+        Command::Verify(args) => stream::verify::run(args),
+        Command::Run(args) => stream::run::run(args).await,
     }
 }

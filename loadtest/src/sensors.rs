@@ -123,14 +123,7 @@ pub async fn run(args: SensorsArgs) -> anyhow::Result<()> {
     if args.sensors == 0 || args.interval.is_zero() {
         bail!("--sensors and --interval must be above zero");
     }
-    let (client, connection) = tokio_postgres::connect(&args.database_url, tokio_postgres::NoTls)
-        .await
-        .context("connecting to PostgreSQL (is it up? scripts/stack up)")?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            eprintln!("loadtest: postgres connection ended: {e}");
-        }
-    });
+    let client = crate::db::connect(&args.database_url).await?;
     let table = &args.table;
     client
         .batch_execute(&format!(

@@ -76,14 +76,7 @@ fn now_micros() -> i64 {
 }
 
 pub async fn run(args: TransactionsArgs) -> anyhow::Result<()> {
-    let (client, connection) = tokio_postgres::connect(&args.database_url, tokio_postgres::NoTls)
-        .await
-        .with_context(|| format!("connecting to {}", args.database_url))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            eprintln!("loadtest: postgres connection ended: {e}");
-        }
-    });
+    let client = crate::db::connect(&args.database_url).await?;
     // One statement a batch: arrays unnested into rows.
     let insert = client
         .prepare(

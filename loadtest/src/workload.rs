@@ -61,6 +61,17 @@ pub enum Due {
     Velocity(i64),
 }
 
+impl Due {
+    /// The same alert for the row `f(id)`: workload ids to the ids a
+    /// database gave the rows.
+    pub fn map_id(self, f: impl Fn(i64) -> i64) -> Due {
+        match self {
+            Due::Spend(id) => Due::Spend(f(id)),
+            Due::Velocity(id) => Due::Velocity(f(id)),
+        }
+    }
+}
+
 /// The reference agents' rules, per user, exact in cents: spend anomaly
 /// (last 50 amounts; from 3 on, amount × n > 3 × sum and amount > 500.00)
 /// and velocity score (more than 5 rows in the 60 s ending at the row: 40;

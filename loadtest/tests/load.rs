@@ -1,7 +1,8 @@
 //! A small load test in CI: 200,000 schema-enabled envelopes with planted
 //! fraud through the real broker and the vigil binary; every due alert
 //! must arrive, once, and nothing else. Speed is not asserted here (the
-//! report gives it); correctness is.
+//! report gives it); correctness is, and that the report holds vigil's lag
+//! and throughput over time and the chart is drawn.
 
 use std::process::Command;
 
@@ -10,9 +11,12 @@ use serde_json::Value;
 #[test]
 fn two_hundred_thousand_records_verify_with_no_missing_unexpected_or_duplicate_alert() {
     let report = std::env::temp_dir().join(format!("vigil-loadtest-ci-{}.json", std::process::id()));
+    let chart = report.with_extension("png");
     let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
         .args(["run", "--records", "200000", "--fraud-rate", "0.002", "--report"])
         .arg(&report)
+        .arg("--plot")
+        .arg(&chart)
         .output()
         .expect("loadtest runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -27,6 +31,12 @@ fn two_hundred_thousand_records_verify_with_no_missing_unexpected_or_duplicate_a
     assert_eq!(alerts["unexpected"], 0);
     assert_eq!(alerts["duplicates"], 0);
     assert_eq!(alerts["received"], alerts["due"]);
+    let lag = r["lag_over_time"].as_array().expect("lag over time");
+    assert_eq!(lag.last().map(|l| &l[1]), Some(&0.into()), "nothing behind at the end: {lag:?}");
+    assert!(r["throughput_over_time"].as_array().is_some_and(|t| !t.is_empty()), "{}", r["throughput_over_time"]);
+    let png = std::fs::read(&chart).expect("chart written");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "a PNG chart of {} bytes", png.len());
     eprintln!("{stdout}");
     let _ = std::fs::remove_file(&report);
+    let _ = std::fs::remove_file(&chart);
 }

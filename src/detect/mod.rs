@@ -6,15 +6,18 @@
 //! owns the users of some partitions and turns findings into alerts;
 //! [`router::DetectorRouter`] hands each partition's batches to its shard.
 
+mod exact;
 pub mod router;
 pub mod shard;
 pub mod spend;
 pub mod velocity;
 
+use std::collections::HashMap;
+
 use rust_decimal::Decimal;
 
 use crate::config::{DetectorKind, Pipeline};
-use crate::row::{Projection, Row};
+use crate::row::{Key, Projection, Row};
 use crate::time::EventTime;
 use spend::{SpendFinding, SpendHistory};
 use velocity::{VelocityFinding, VelocityWindow};
@@ -52,6 +55,41 @@ pub struct UserState {
     /// The newest event time seen for the user.
     pub newest: EventTime,
     slots: Box<[Slot]>,
+}
+
+/// The users of a partition. Keys are user ids from the operator's own
+/// database, not chosen by an attacker: foldhash rather than SipHash.
+pub type UserMap = HashMap<Key, UserState, foldhash::fast::RandomState>;
+
+/// hashbrown's largest load factor: a map holds at most 7 entries for
+/// every 8 buckets (and resizes by doubling, so down to 7 for 16).
+const MAX_LOAD: (usize, usize) = (7, 8);
+
+impl UserState {
+    /// Bytes the state has allocated, from capacities: its slots and what
+    /// each slot holds.
+    pub fn heap_bytes(&self) -> usize {
+        let slots: usize = self
+            .slots
+            .iter()
+            .map(|s| match s {
+                Slot::Spend(h) => h.heap_bytes(),
+                Slot::Velocity(w) => w.heap_bytes(),
+            })
+            .sum();
+        size_of_val(&*self.slots) + slots
+    }
+
+    /// What the user costs in a [`UserMap`] at its fullest: the entry and
+    /// its control byte over the load factor, the key's text, the heap.
+    pub fn bytes_in_map(&self, key: &Key) -> usize {
+        let entry = (size_of::<(Key, UserState)>() + 1) * MAX_LOAD.1 / MAX_LOAD.0;
+        let key_text = match key {
+            Key::Text(s) => s.len(),
+            Key::Int(_) => 0,
+        };
+        entry + key_text + self.heap_bytes()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -214,5 +252,23 @@ mod tests {
         ds.observe(&mut user, &row(&p, 0, "1"), true, |_, _| {});
         assert!(!ds.expire(&mut user, EventTime(3_600 * 1_000_000)), "exactly 1 h idle is kept");
         assert!(ds.expire(&mut user, EventTime(3_600 * 1_000_000 + 1)), "a µs more: forgotten");
+    }
+
+    /// The reference detectors' state of a user with a full history of 50
+    /// amounts and a row every 10 s (the load test's pace: 7 rows in the
+    /// 60 s window, more than its 5), in a map at its fullest.
+    #[test]
+    fn a_full_user_costs_at_most_512_bytes() {
+        let (ds, p) = pipeline("[{type: spend_anomaly}, {type: velocity_score}]");
+        let mut user = ds.new_user();
+        for i in 0..200 {
+            ds.observe(&mut user, &row(&p, 10 * i, &format!("{}.{:02}", 3 + i % 290, i % 100)), true, |_, _| {});
+        }
+        let [Slot::Spend(h), Slot::Velocity(w)] = &*user.slots else { panic!("{:?}", user.slots) };
+        assert_eq!((h.len(), w.len()), (50, 7));
+        let bytes = user.bytes_in_map(&Key::Int(1));
+        let entry = bytes - user.heap_bytes();
+        let parts = (size_of_val(&*user.slots), h.heap_bytes(), w.heap_bytes());
+        assert!(bytes <= 512, "{bytes} bytes: the map's {entry}, the slots, amounts and times {parts:?}");
     }
 }

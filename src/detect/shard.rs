@@ -8,14 +8,18 @@
 //! process takes its users' state with it (dropped on revocation), and a
 //! restart starts empty. Keeping state across restarts is a later step.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use dashmap::DashMap;
 use futures::future::join_all;
+use tracing::warn;
 
-use super::Detectors;
+use super::{Detectors, UserMap};
 use crate::alert::{self, AlertContext, AlertSink, SourcePosition};
 use crate::metrics::names;
 use crate::row::{Key, Op, Row, Value};
@@ -36,12 +40,18 @@ pub struct ShardSetup {
     pub alerts: AlertSink,
     /// Users tracked by all shards of the pipeline, for the gauge.
     pub tracked_users: Arc<AtomicI64>,
+    /// The partition each key was first seen on, by any shard: per-user
+    /// state is only right when all of a user's rows share a partition.
+    /// Looked at when a shard meets a key, not for every row.
+    pub key_partitions: DashMap<Key, i32>,
 }
 
 /// The users of one partition.
 #[derive(Default)]
 struct PartitionUsers {
-    users: HashMap<Key, super::UserState>,
+    users: UserMap,
+    /// Keys of this partition first seen on another one (usually none).
+    misaligned: HashSet<Key>,
     newest: Option<EventTime>,
     rows_since_expiry: usize,
 }
@@ -66,6 +76,7 @@ impl ShardSetup {
             alerting_ops: pipeline.rows.ops.clone(),
             alerts,
             tracked_users: Arc::new(AtomicI64::new(0)),
+            key_partitions: DashMap::new(),
         }
     }
 }
@@ -73,11 +84,26 @@ impl ShardSetup {
 pub struct DetectorShard {
     setup: Arc<ShardSetup>,
     partitions: HashMap<(Arc<str>, i32), PartitionUsers>,
+    last_misalignment_warning: Option<Instant>,
 }
 
 impl DetectorShard {
     pub fn new(setup: Arc<ShardSetup>) -> Self {
-        DetectorShard { setup, partitions: HashMap::new() }
+        DetectorShard { setup, partitions: HashMap::new(), last_misalignment_warning: None }
+    }
+
+    /// Rows of keys that arrived on another partition first: counted, and
+    /// named in a warning (at most once a minute) that says how to fix the
+    /// topic's keying.
+    fn report_misaligned(&mut self, topic: &str, partition: i32, rows: u64, other_partition: Option<i32>) {
+        metrics::counter!(names::KEY_MISALIGNMENTS, "pipeline" => self.setup.pipeline.clone()).increment(rows);
+        if self.last_misalignment_warning.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
+            return;
+        }
+        self.last_misalignment_warning = Some(Instant::now());
+        warn!(pipeline = %self.setup.pipeline, topic, partition, other_partition = other_partition.unwrap_or(-1), rows,
+            "rows of one key arrive on more than one partition, so per-key state is split: \
+             key the topic by the routing column (Debezium: message.key.columns=<table>:<column>)");
     }
 
     fn track(&self, delta: i64) {
@@ -118,9 +144,23 @@ impl Handler<Detect> for DetectorShard {
         let part = self.partitions.entry((Arc::clone(&msg.topic), msg.partition)).or_default();
         let before = part.users.len();
         let mut alerts = Vec::new();
+        let (mut misaligned, mut other_partition) = (0u64, None);
         for row in &msg.rows {
             let alerting = setup.alerting_ops.contains(&row.op);
-            let user = part.users.entry(row.key.clone()).or_insert_with(|| detectors.new_user());
+            let user = match part.users.entry(row.key.clone()) {
+                Entry::Occupied(user) => user.into_mut(),
+                Entry::Vacant(slot) => {
+                    let first = *setup.key_partitions.entry(row.key.clone()).or_insert(msg.partition);
+                    if first != msg.partition {
+                        part.misaligned.insert(row.key.clone());
+                        other_partition.get_or_insert(first);
+                    }
+                    slot.insert(detectors.new_user())
+                }
+            };
+            if !part.misaligned.is_empty() && part.misaligned.contains(&row.key) {
+                misaligned += 1;
+            }
             detectors.observe(user, row, alerting, |i, finding| {
                 let detector = &detectors.list()[i];
                 let ctx = AlertContext {
@@ -135,6 +175,10 @@ impl Handler<Detect> for DetectorShard {
             part.newest = part.newest.max(Some(row.event_time));
         }
         part.rows_since_expiry += msg.rows.len();
+        if misaligned > 0 {
+            self.report_misaligned(&msg.topic, msg.partition, misaligned, other_partition);
+        }
+        let part = self.partitions.entry((Arc::clone(&msg.topic), msg.partition)).or_default();
         if detectors.expires_users() && part.rows_since_expiry >= EXPIRE_EVERY_ROWS {
             part.rows_since_expiry = 0;
             if let Some(now) = part.newest {

@@ -10,23 +10,224 @@ use std::collections::VecDeque;
 
 use rust_decimal::Decimal;
 
+use super::exact;
 use crate::config::SpendAnomalyConfig;
 
-/// A user's recent amounts and their sum.
+/// A user's recent amounts, oldest first.
+///
+/// Stored compactly and exactly: an amount of a NUMERIC(p, s) column is an
+/// integer number of 10^-s units, so a history keeps units at one scale
+/// (the finest it has seen) in the narrowest integer that holds them all,
+/// and their sum beside them. A finer amount rescales the history; one
+/// that fits no integer at that scale moves it on to a wider form, the
+/// last being the decimals themselves (summed when judged). The ring
+/// grows up to `history` amounts and no further.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SpendHistory {
-    amounts: VecDeque<Decimal>,
-    sum: Decimal,
+    amounts: Amounts,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Amounts {
+    /// Units in an i32: NUMERIC(p, 2) amounts up to ±21,474,836.47.
+    Narrow(Units<i32>),
+    /// Units in an i64: amounts of up to 18 digits.
+    Wide(Units<i64>),
+    /// Amounts with no common scale at which they and their sum fit an
+    /// i64; `scale` is still the finest seen (the sum's, as a decimal).
+    Decimals { ring: VecDeque<Decimal>, scale: u8 },
+}
+
+impl Default for Amounts {
+    fn default() -> Self {
+        Amounts::Narrow(Units { ring: VecDeque::new(), sum: 0, scale: 0 })
+    }
+}
+
+/// Amounts as integers of 10^-scale units, and their sum.
+#[derive(Debug, Clone, PartialEq)]
+struct Units<T> {
+    ring: VecDeque<T>,
+    sum: i64,
+    /// At most 28: a decimal's scale.
+    scale: u8,
 }
 
 impl SpendHistory {
     pub fn len(&self) -> usize {
-        self.amounts.len()
+        match &self.amounts {
+            Amounts::Narrow(u) => u.ring.len(),
+            Amounts::Wide(u) => u.ring.len(),
+            Amounts::Decimals { ring, .. } => ring.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.amounts.is_empty()
+        self.len() == 0
     }
+
+    /// Bytes of the ring's allocation.
+    pub fn heap_bytes(&self) -> usize {
+        match &self.amounts {
+            Amounts::Narrow(u) => u.ring.capacity() * size_of::<i32>(),
+            Amounts::Wide(u) => u.ring.capacity() * size_of::<i64>(),
+            Amounts::Decimals { ring, .. } => ring.capacity() * size_of::<Decimal>(),
+        }
+    }
+
+    /// `amount × n > factor × sum` (n the history's length), exactly.
+    fn exceeded_by(&self, amount: Decimal, factor: Decimal) -> bool {
+        let n = self.len();
+        match &self.amounts {
+            Amounts::Narrow(u) => exact::exceeds(amount, n, factor, u.parts()),
+            Amounts::Wide(u) => exact::exceeds(amount, n, factor, u.parts()),
+            Amounts::Decimals { ring, .. } => {
+                exact::exceeds_sum_of(amount, n, factor, ring.iter().map(|a| (a.mantissa(), a.scale())))
+            }
+        }
+    }
+
+    /// The sum, at the finest scale seen; None beyond a decimal's range.
+    fn sum(&self) -> Option<Decimal> {
+        match &self.amounts {
+            Amounts::Narrow(u) => Some(u.total()),
+            Amounts::Wide(u) => Some(u.total()),
+            Amounts::Decimals { ring, scale } => {
+                let mut sum = ring.iter().try_fold(Decimal::ZERO, |s, &a| s.checked_add(a))?;
+                sum.rescale((*scale).into());
+                Some(sum)
+            }
+        }
+    }
+
+    /// The mean, for display: to 4 places.
+    fn mean(&self) -> Decimal {
+        let n = Decimal::from(self.len().max(1));
+        if let Some(sum) = self.sum() {
+            return (sum / n).round_dp(4);
+        }
+        // Decimals whose sum is beyond a decimal's range: their mean is
+        // not, and is summed from the parts.
+        match &self.amounts {
+            Amounts::Decimals { ring, .. } => {
+                ring.iter().fold(Decimal::ZERO, |m, &a| m.saturating_add(a / n)).round_dp(4)
+            }
+            _ => Decimal::ZERO,
+        }
+    }
+
+    /// Appends `amount`, dropping the oldest once `limit` are kept.
+    fn push(&mut self, amount: Decimal, limit: usize) {
+        loop {
+            let wider = match &mut self.amounts {
+                Amounts::Narrow(u) => {
+                    if u.push(amount, limit) {
+                        return;
+                    }
+                    u.convert(|x| Some(i64::from(x))).map_or_else(|| u.decimals(), Amounts::Wide)
+                }
+                Amounts::Wide(u) => {
+                    if u.push(amount, limit) {
+                        return;
+                    }
+                    u.decimals()
+                }
+                Amounts::Decimals { ring, scale } => {
+                    if ring.len() >= limit {
+                        ring.pop_front();
+                    }
+                    push_within(ring, amount, limit);
+                    *scale = (*scale).max(decimal_scale(amount));
+                    return;
+                }
+            };
+            self.amounts = wider;
+        }
+    }
+}
+
+/// A decimal's scale, at most 28.
+fn decimal_scale(d: Decimal) -> u8 {
+    d.scale() as u8
+}
+
+impl<T> Units<T>
+where
+    T: Copy + Into<i64> + TryFrom<i64>,
+{
+    fn total(&self) -> Decimal {
+        Decimal::new(self.sum, self.scale.into())
+    }
+
+    fn parts(&self) -> exact::Parts {
+        (self.sum.into(), self.scale.into())
+    }
+
+    /// Appends `amount` (rescaling the history first if it is finer);
+    /// false when it, or the sum, does not fit here, the values kept exact
+    /// either way.
+    fn push(&mut self, amount: Decimal, limit: usize) -> bool {
+        let scale = decimal_scale(amount);
+        if scale > self.scale {
+            let Some(rescaled) = self.rescaled(scale) else { return false };
+            *self = rescaled;
+        }
+        let units = if scale == self.scale {
+            i64::try_from(amount.mantissa()).ok()
+        } else {
+            exact::pow10((self.scale - scale).into())
+                .and_then(|by| amount.mantissa().checked_mul(by))
+                .and_then(|u| i64::try_from(u).ok())
+        };
+        let Some((units, unit)) = units.and_then(|u| Some((u, T::try_from(u).ok()?))) else { return false };
+        let full = self.ring.len() >= limit;
+        let oldest = if full { self.ring.front().map_or(0, |&x| x.into()) } else { 0 };
+        let Ok(sum) = i64::try_from(i128::from(self.sum) + i128::from(units) - i128::from(oldest)) else {
+            return false;
+        };
+        if full {
+            self.ring.pop_front();
+        }
+        push_within(&mut self.ring, unit, limit);
+        self.sum = sum;
+        true
+    }
+
+    /// The same amounts in units of 10^-scale (a finer scale).
+    fn rescaled(&self, scale: u8) -> Option<Units<T>> {
+        let by = exact::pow10((scale - self.scale).into())?;
+        let times = |x: i64| i64::try_from(i128::from(x).checked_mul(by)?).ok();
+        let mut rescaled = self.convert(|x| T::try_from(times(x.into())?).ok())?;
+        rescaled.sum = times(self.sum)?;
+        rescaled.scale = scale;
+        Some(rescaled)
+    }
+
+    /// The same history with every unit mapped (None if one does not
+    /// map), keeping the ring's capacity.
+    fn convert<U>(&self, f: impl Fn(T) -> Option<U>) -> Option<Units<U>> {
+        let mut ring = VecDeque::with_capacity(self.ring.capacity());
+        for &x in &self.ring {
+            ring.push_back(f(x)?);
+        }
+        Some(Units { ring, sum: self.sum, scale: self.scale })
+    }
+
+    fn decimals(&self) -> Amounts {
+        let ring = self.ring.iter().map(|&x| Decimal::new(x.into(), self.scale.into())).collect();
+        Amounts::Decimals { ring, scale: self.scale }
+    }
+}
+
+/// Appends `x`, growing the capacity four times over (4, 16, 64 ...) but
+/// never past `limit`: `VecDeque`'s own doubling would hold 64 amounts for
+/// a history of 50, and leave more freed blocks behind on the way.
+fn push_within<T>(ring: &mut VecDeque<T>, x: T, limit: usize) {
+    if ring.len() == ring.capacity() {
+        let grown = ring.capacity().max(1).saturating_mul(4).min(limit).max(ring.len() + 1);
+        ring.reserve_exact(grown - ring.len());
+    }
+    ring.push_back(x);
 }
 
 /// The evidence of an anomaly.
@@ -53,36 +254,19 @@ impl SpendFinding {
 
 /// Judges `amount` against `history`, then adds it to the history.
 pub fn observe(config: &SpendAnomalyConfig, history: &mut SpendHistory, amount: Decimal) -> Option<SpendFinding> {
-    let n = history.amounts.len();
+    let n = history.len();
     let finding = (n >= config.min_history
-        && amount > config.min_amount
-        && exceeds(amount, n, config.factor, history.sum))
+        && exact::greater(amount, config.min_amount)
+        && history.exceeded_by(amount, config.factor))
     .then(|| SpendFinding {
         amount,
-        mean: (history.sum / Decimal::from(n)).round_dp(4),
+        mean: history.mean(),
         history: n,
         factor: config.factor,
         min_amount: config.min_amount,
     });
-    if n == config.history {
-        if let Some(oldest) = history.amounts.pop_front() {
-            history.sum -= oldest;
-        }
-    }
-    history.amounts.push_back(amount);
-    history.sum += amount;
+    history.push(amount, config.history);
     finding
-}
-
-/// `amount × n > factor × sum`; a product beyond 28 digits is beyond any
-/// amount a NUMERIC column holds, and decides by itself.
-fn exceeds(amount: Decimal, n: usize, factor: Decimal, sum: Decimal) -> bool {
-    match (amount.checked_mul(Decimal::from(n)), factor.checked_mul(sum)) {
-        (Some(left), Some(right)) => left > right,
-        (None, Some(_)) => amount.is_sign_positive(),
-        (Some(_), None) => sum.is_sign_negative(),
-        (None, None) => false,
-    }
 }
 
 #[cfg(test)]
@@ -147,7 +331,7 @@ mod tests {
         let (h, f) = feed(&c, &["100", "100", "100", "1000", "100", "100"]);
         assert!(f[3].is_some(), "1000 against 100,100,100");
         assert_eq!(h.len(), 3);
-        assert_eq!(h.sum, d("1200"), "history is 1000,100,100");
+        assert_eq!(h.sum(), Some(d("1200")), "history is 1000,100,100");
         // The alerting amount itself raised the mean: 2000 is not > 3 x 400.
         let mut h2 = h.clone();
         assert_eq!(observe(&c, &mut h2, d("1200")), None);
@@ -159,5 +343,137 @@ mod tests {
         let (_, f) = feed(&c, &["-100", "200", "200", "600"]);
         // sum 300, n 3: 600 x 3 = 1800 > 3 x 300 = 900, and 600 > 500.
         assert!(f[3].is_some());
+    }
+
+    /// The form a history is kept in.
+    fn form(h: &SpendHistory) -> &'static str {
+        match h.amounts {
+            Amounts::Narrow(_) => "i32",
+            Amounts::Wide(_) => "i64",
+            Amounts::Decimals { .. } => "decimals",
+        }
+    }
+
+    #[test]
+    fn a_full_history_holds_exactly_its_amounts() {
+        let c = SpendAnomalyConfig::default();
+        let (h, _) = feed(&c, &["12.34"; 80]);
+        assert_eq!((h.len(), h.heap_bytes(), form(&h)), (50, 50 * 4, "i32"));
+        let c = SpendAnomalyConfig { history: 1, min_history: 1, ..c };
+        let (h, _) = feed(&c, &["1", "2", "3"]);
+        assert_eq!((h.len(), h.sum()), (1, Some(d("3"))));
+    }
+
+    #[test]
+    fn wider_and_finer_amounts_move_the_history_on_and_stay_exact() {
+        let c = SpendAnomalyConfig { min_amount: d("0"), ..SpendAnomalyConfig::default() };
+        // Beyond an i32 of cents.
+        let (h, f) = feed(&c, &["0.01", "21474836.47", "21474836.48", "0.01"]);
+        assert_eq!((form(&h), h.sum(), f[3].is_none()), ("i64", Some(d("42949672.97")), true));
+        // A finer scale rescales what is kept; the sum keeps the finest.
+        let (h, _) = feed(&c, &["1.5", "2.25", "3.125"]);
+        assert_eq!((form(&h), h.sum().map(|s| s.to_string())), ("i32", Some("6.875".into())));
+        // 10^19 fits no i64: decimals, compared exactly all the same
+        // (factor 3: more than the mean × 3 is more than the sum).
+        let history = ["10000000000000000000", "0.00001", "1"];
+        let (_, f) = feed(&c, &[&history[..], &["10000000000000000001.00001"]].concat());
+        assert!(f[3].is_none(), "exactly 3 × the mean");
+        let (h, f) = feed(&c, &[&history[..], &["10000000000000000001.00002"]].concat());
+        assert_eq!(form(&h), "decimals");
+        assert_eq!(f[3].as_ref().map(|f| f.mean), Some(d("3333333333333333333.6667")));
+    }
+
+    #[test]
+    fn amounts_beyond_a_decimal_sum_do_not_panic() {
+        let c = SpendAnomalyConfig { min_amount: d("0"), ..SpendAnomalyConfig::default() };
+        let max = Decimal::MAX.to_string();
+        let (h, f) = feed(&c, &[&max, &max, &max, &max, "0.5"]);
+        assert_eq!((form(&h), h.sum()), ("decimals", None));
+        assert!(f[3].is_none(), "max × 3 is not more than 3 × 3 max");
+        let c = SpendAnomalyConfig { factor: d("1"), ..c };
+        let (_, f) = feed(&c, &[&max, &max, &format!("-{max}"), &max]);
+        assert_eq!(f[3].as_ref().map(|f| f.mean), Some(Decimal::MAX / Decimal::from(3)).map(|m| m.round_dp(4)));
+    }
+
+    /// The history as it was kept before it was compact: decimals and a
+    /// running decimal sum. Exact while products fit 28 digits.
+    #[derive(Default)]
+    struct Decimals {
+        amounts: VecDeque<Decimal>,
+        sum: Decimal,
+    }
+
+    impl Decimals {
+        fn observe(&mut self, config: &SpendAnomalyConfig, amount: Decimal) -> Option<SpendFinding> {
+            let n = self.amounts.len();
+            let exceeds = || amount * Decimal::from(n) > config.factor * self.sum;
+            let finding = (n >= config.min_history && amount > config.min_amount && exceeds()).then(|| SpendFinding {
+                amount,
+                mean: (self.sum / Decimal::from(n)).round_dp(4),
+                history: n,
+                factor: config.factor,
+                min_amount: config.min_amount,
+            });
+            if n == config.history {
+                if let Some(oldest) = self.amounts.pop_front() {
+                    self.sum -= oldest;
+                }
+            }
+            self.amounts.push_back(amount);
+            self.sum += amount;
+            finding
+        }
+    }
+
+    #[test]
+    fn findings_are_those_of_a_decimal_history() {
+        // splitmix64: amounts of 1 to 12 digits at scales 0 to 6, some
+        // negative, against factors 0.5 to 10 at scales 0 to 3.
+        let mut state = 7u64;
+        let mut random = move |below: u64| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) % below
+        };
+        let mut findings = 0;
+        for round in 0..400 {
+            let history = 1 + random(60) as usize;
+            let config = SpendAnomalyConfig {
+                history,
+                min_history: 1 + random(history as u64) as usize,
+                factor: Decimal::new(5 + random(96) as i64 * 10_i64.pow(random(3) as u32), 1 + random(3) as u32),
+                min_amount: Decimal::new(random(1000) as i64, random(3) as u32),
+                ..SpendAnomalyConfig::default()
+            };
+            let (mut compact, mut reference) = (SpendHistory::default(), Decimals::default());
+            for _ in 0..200 {
+                let digits = 1 + random(12) as u32;
+                let mut mantissa = 1 + random(10_u64.pow(digits)) as i64;
+                if random(8) == 0 {
+                    mantissa = -mantissa;
+                }
+                // Half the rounds are a column's: one scale, no zero.
+                let column = round % 2 == 0;
+                let scale = if column || random(4) > 0 { (round % 3) as u32 } else { random(7) as u32 };
+                if !column && random(20) == 0 {
+                    mantissa = 0;
+                }
+                let amount = Decimal::new(mantissa, scale);
+                let got = observe(&config, &mut compact, amount);
+                let want = reference.observe(&config, amount);
+                assert_eq!(got, want, "{config:?} after {:?}", reference.amounts);
+                findings += usize::from(want.is_some());
+                // A running decimal sum's scale also depends on whether it
+                // met zero on the way; a column's is the column's.
+                if column {
+                    let shown = |f: Option<SpendFinding>| f.map(|f| f.mean.to_string());
+                    assert_eq!(shown(got), shown(want), "the mean as shown");
+                }
+            }
+            assert_eq!(compact.sum(), Some(reference.sum));
+        }
+        assert!(findings > 1_000, "the comparison is exercised: {findings} findings");
     }
 }

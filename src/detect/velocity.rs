@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 
 use rust_decimal::Decimal;
 
+use super::exact;
 use crate::config::VelocityScoreConfig;
 use crate::time::EventTime;
 
@@ -28,6 +29,11 @@ impl VelocityWindow {
 
     pub fn is_empty(&self) -> bool {
         self.times.is_empty()
+    }
+
+    /// Bytes of the times' allocation.
+    pub fn heap_bytes(&self) -> usize {
+        self.times.capacity() * size_of::<i64>()
     }
 }
 
@@ -58,6 +64,9 @@ pub struct HighAmountEvidence {
     pub points: u32,
 }
 
+/// A window this small is not shrunk: the allocator would not gain.
+const MIN_SHRINK_CAPACITY: usize = 16;
+
 fn micros(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
@@ -72,22 +81,35 @@ pub fn observe(
     let t = time.micros();
     let mut score = 0;
     let velocity = config.velocity.as_ref().map(|rule| {
-        let at = window.times.partition_point(|&s| s <= t);
-        window.times.insert(at, t);
-        let start = t.saturating_sub(micros(rule.window));
-        let count = at + 1 - window.times.partition_point(|&s| s < start);
+        let times = &mut window.times;
+        let span = micros(rule.window);
+        // Where the row goes: at the back when it is in order.
+        let in_order = times.back().is_none_or(|&s| s <= t);
+        let at = if in_order { times.len() } else { times.partition_point(|&s| s <= t) };
+        let start = t.saturating_sub(span);
+        let count = at + 1 - times.partition_point(|&s| s < start);
         let points = if count > rule.max_count as usize { rule.points } else { 0 };
         score += points;
-        // Forget what no row within the allowed lateness can count again.
-        let newest = window.times.back().copied().unwrap_or(t);
-        let horizon = newest.saturating_sub(micros(rule.window)).saturating_sub(micros(config.allowed_lateness));
-        while window.times.front().is_some_and(|&s| s < horizon) {
-            window.times.pop_front();
+        // Forget what no row within the allowed lateness can count again
+        // (this row too, when it is that late).
+        let newest = times.back().map_or(t, |&s| s.max(t));
+        let horizon = newest.saturating_sub(span).saturating_sub(micros(config.allowed_lateness));
+        if in_order {
+            times.push_back(t);
+        } else if t >= horizon {
+            times.insert(at, t);
+        }
+        while times.front().is_some_and(|&s| s < horizon) {
+            times.pop_front();
+        }
+        // Give back what a burst left behind (growth doubles: no thrash).
+        if times.capacity() > MIN_SHRINK_CAPACITY && times.len() * 4 <= times.capacity() {
+            times.shrink_to(times.capacity() / 2);
         }
         VelocityEvidence { count, window: rule.window, max_count: rule.max_count, points }
     });
     let high_amount = config.high_amount.as_ref().map(|rule| {
-        let points = if amount > rule.threshold { rule.points } else { 0 };
+        let points = if exact::greater(amount, rule.threshold) { rule.points } else { 0 };
         score += points;
         HighAmountEvidence { amount, threshold: rule.threshold, points }
     });
@@ -211,5 +233,27 @@ mod tests {
         let mut w = VelocityWindow::default();
         assert_eq!(observe(&c, &mut w, EventTime(0), d("2")), None, "5 points");
         assert_eq!(observe(&c, &mut w, EventTime(S), d("2")).map(|f| f.score), Some(15));
+    }
+
+    #[test]
+    fn a_burst_gives_its_memory_back() {
+        let c = count_only();
+        let mut w = VelocityWindow::default();
+        feed(&c, &mut w, &[0; 1000]);
+        assert_eq!(w.len(), 1000);
+        // A row every 10 s from 100 s on: 7 in the window, the burst gone.
+        let calm: Vec<i64> = (0..20).map(|i| (100 + 10 * i) * S).collect();
+        feed(&c, &mut w, &calm);
+        assert_eq!((w.len(), w.heap_bytes()), (7, MIN_SHRINK_CAPACITY * 8));
+    }
+
+    #[test]
+    fn a_row_older_than_the_horizon_counts_and_is_not_kept() {
+        let c = count_only();
+        let mut w = VelocityWindow::default();
+        feed(&c, &mut w, &[100 * S, 100 * S, 100 * S, 100 * S, 100 * S]);
+        let late = observe(&c, &mut w, EventTime(39 * S), d("1"));
+        assert_eq!(late, None, "its window [-21 s, 39 s] holds only itself");
+        assert_eq!(w.len(), 5);
     }
 }

@@ -32,7 +32,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use dashmap::DashMap;
 use futures::future::BoxFuture;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
@@ -45,7 +44,7 @@ use crate::config::Pipeline;
 use crate::dead_letter::DeadLetters;
 use crate::decode::DecodeOptions;
 use crate::metrics::{names, Health};
-use crate::row::{Key, Row};
+use crate::row::Row;
 use batch::{BufferPool, RecordBatch};
 use partition::{Drain, PartitionActor, PartitionSetup};
 
@@ -157,7 +156,6 @@ impl Source {
             state: Mutex::new(State::default()),
             parts,
             control: control_tx,
-            key_partitions: Arc::new(DashMap::new()),
             arenas: Arc::new(BufferPool::default()),
         };
         let consumer: BaseConsumer<SourceContext> = consumer_config(&pipeline).create_with_context(context)?;
@@ -217,7 +215,6 @@ pub(crate) struct SourceContext {
     state: Mutex<State>,
     parts: SourceParts,
     control: mpsc::Sender<Control>,
-    key_partitions: Arc<DashMap<Key, i32>>,
     arenas: Arc<BufferPool>,
 }
 
@@ -285,7 +282,6 @@ impl SourceContext {
             downstream: Arc::clone(&self.parts.downstream),
             in_flight: Arc::clone(&in_flight),
             control: self.control.clone(),
-            key_partitions: Arc::clone(&self.key_partitions),
             fatal: self.parts.fatal.clone(),
             health: self.parts.health.clone(),
         };

@@ -13,10 +13,9 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::prelude::*;
-use dashmap::DashMap;
 use futures::future::join_all;
 use tracing::{error, warn};
 
@@ -26,7 +25,7 @@ use super::{BatchError, Control, Downstream};
 use crate::dead_letter::{DeadLetters, Origin};
 use crate::decode::{DecodeError, DecodeOptions, Decoded, Decoder};
 use crate::metrics::{names, Health};
-use crate::row::{Key, Row};
+use crate::row::Row;
 
 /// Everything a partition actor is started with.
 pub(crate) struct PartitionSetup {
@@ -39,7 +38,6 @@ pub(crate) struct PartitionSetup {
     pub in_flight: Arc<AtomicUsize>,
     /// To the poll thread: offsets to store, rewinds after a restart.
     pub control: mpsc::Sender<Control>,
-    pub key_partitions: Arc<DashMap<Key, i32>>,
     pub fatal: tokio::sync::mpsc::UnboundedSender<String>,
     pub health: Health,
 }
@@ -57,7 +55,6 @@ pub(crate) struct PartitionActor {
     /// A batch failed for good: no further batches, drains answer at once.
     fatal: bool,
     drain_waiters: Vec<mpsc::Sender<Option<i64>>>,
-    last_misalignment_warning: Option<Instant>,
     labels: Labels,
 }
 
@@ -85,7 +82,6 @@ impl PartitionActor {
             failed: false,
             fatal: false,
             drain_waiters: Vec::new(),
-            last_misalignment_warning: None,
             labels,
         }
     }
@@ -132,33 +128,6 @@ impl PartitionActor {
         for (_, e) in &decoded.failed {
             metrics::counter!(names::DECODE_ERRORS, "pipeline" => l.pipeline.clone(), "reason" => e.reason())
                 .increment(1);
-        }
-    }
-
-    /// Per-user state is only right when a user's rows share a partition:
-    /// report a key seen on another partition before.
-    fn check_key_alignment(&mut self, rows: &[Row]) {
-        let partition = self.setup.partition;
-        let mut misaligned = 0u64;
-        let mut example = None;
-        for row in rows {
-            let seen = *self.setup.key_partitions.entry(row.key.clone()).or_insert(partition);
-            if seen != partition {
-                misaligned += 1;
-                example.get_or_insert(seen);
-            }
-        }
-        if misaligned == 0 {
-            return;
-        }
-        metrics::counter!(names::KEY_MISALIGNMENTS, "pipeline" => self.labels.pipeline.clone()).increment(misaligned);
-        let quiet = self.last_misalignment_warning.is_some_and(|t| t.elapsed() < Duration::from_secs(60));
-        if !quiet {
-            self.last_misalignment_warning = Some(Instant::now());
-            warn!(pipeline = %self.labels.pipeline, topic = %self.labels.topic, partition,
-                other_partition = example.unwrap_or(-1), rows = misaligned,
-                "rows of one key arrive on more than one partition, so per-key state is split: \
-                 key the topic by the routing column (Debezium: message.key.columns=<table>:<column>)");
         }
     }
 
@@ -262,7 +231,6 @@ impl Handler<Batch> for PartitionActor {
             }
         };
         self.count(&batch, &decoded);
-        self.check_key_alignment(&decoded.rows);
         let seq = self.tracker.start(last_offset);
         let epoch = self.epoch;
         let dead_letters = self.setup.dead_letters.clone();

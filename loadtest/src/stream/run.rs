@@ -1,0 +1,288 @@
+//! `loadtest run`: the pieces in one go, on fresh topics of its own.
+//! Produces with planted fraud, measures the baseline consumer, runs vigil
+//! on the same topic and watches its commits, then verifies every alert:
+//! missing, unexpected and duplicate alerts fail the run. The report gives
+//! vigil's rate (from its committed offsets) beside the baseline's, its CPU
+//! seconds and peak RSS, its lag and throughput over time, and end-to-end
+//! latency percentiles (meaningful when records are produced at a steady
+//! `--rate` while vigil runs; without it the topic is preloaded first).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde_json::json;
+
+use super::baseline::{self, Baseline};
+use super::kafka::{self, EnvelopeSink};
+use super::manifest::{Manifest, Target};
+use super::pace::Pace;
+use super::plot::{self, Series};
+use super::produce::{self, Produced};
+use super::progress::Progress;
+use super::verify::{self, Verification};
+use super::vigil::{self, Vigil};
+use super::watch::{self, Sample, Watch};
+use super::{emit, now_us, KafkaArgs, WorkloadArgs};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Transactions to produce.
+    #[arg(long, default_value_t = 200_000)]
+    records: u64,
+    /// Produce at this many records/s while vigil runs (latency mode);
+    /// without it the topic is preloaded first (throughput mode).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Partitions of the input topic.
+    #[arg(long, default_value_t = 8)]
+    partitions: i32,
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    /// The vigil binary (default: beside this one).
+    #[arg(long)]
+    vigil: Option<PathBuf>,
+    /// Write the JSON report here (default: onto stdout).
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Draw latency and throughput over time into this PNG.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Keep the run's topics afterwards.
+    #[arg(long)]
+    keep_topics: bool,
+}
+
+/// The run's names: topics, vigil's group, its files.
+struct Names {
+    group: String,
+    input: String,
+    alerts: String,
+    dead_letters: String,
+    dir: PathBuf,
+}
+
+impl Names {
+    fn new() -> Self {
+        let group = format!("loadtest-{}", now_us() / 1_000_000);
+        Names {
+            input: format!("{group}.transactions"),
+            alerts: format!("{group}.alerts"),
+            dead_letters: format!("{group}.dead-letters"),
+            dir: std::env::temp_dir().join(&group),
+            group,
+        }
+    }
+
+    fn pipeline(&self, brokers: &str) -> anyhow::Result<PathBuf> {
+        std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
+        let path = self.dir.join("pipeline.yaml");
+        let text = format!(
+            "name: loadtest\n\
+             source: {{brokers: '{brokers}', topics: [{}], group: {}, start_from: earliest}}\n\
+             format: {{type: debezium-json}}\n\
+             rows: {{key: user_id, event_time: created_at, primary_key: [id]}}\n\
+             detectors: [{{type: spend_anomaly}}, {{type: velocity_score}}]\n\
+             sink: {{alerts: {}, dead_letters: {}}}\n",
+            self.input, self.group, self.alerts, self.dead_letters
+        );
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+/// What the run measured before verification.
+struct Measured {
+    produced: Produced,
+    baseline: Baseline,
+    samples: Vec<Sample>,
+    /// Wall clock at vigil's start, ms: time zero of the samples.
+    vigil_started_ms: i64,
+}
+
+/// How to start vigil, and the watch on its group's commits.
+struct Watched<'a> {
+    start: &'a dyn Fn() -> anyhow::Result<Vigil>,
+    watch: &'a Watch,
+}
+
+impl Watched<'_> {
+    fn start(&self) -> anyhow::Result<(Vigil, Instant, i64)> {
+        Ok(((self.start)()?, Instant::now(), now_us() / 1_000))
+    }
+}
+
+/// Steady rate: vigil runs first, records come at the rate while the
+/// watch samples; the baseline reads the finished topic afterwards.
+fn steady(
+    args: &RunArgs,
+    rate: u64,
+    sink: &EnvelopeSink,
+    manifest: &Manifest,
+    w: Watched<'_>,
+) -> anyhow::Result<(Measured, Vigil)> {
+    let (mut vigil, since, vigil_started_ms) = w.start()?;
+    std::thread::sleep(Duration::from_secs(3));
+    let (produced, samples) = std::thread::scope(|s| {
+        let producer = s.spawn(|| {
+            let pace = Pace::new(Some(rate), Some(args.records), None);
+            produce::to_kafka(sink, &manifest.workload(), &pace, &mut Progress::hidden())
+        });
+        let samples = w.watch.until_committed(&mut vigil, since, Some(args.records), || producer.is_finished());
+        let produced = producer.join().map_err(|_| anyhow::anyhow!("the producer thread panicked"))?;
+        anyhow::Ok((produced?, samples?))
+    })?;
+    let baseline = baseline::measure(&args.kafka.brokers, &manifest.topic)?;
+    Ok((Measured { produced, baseline, samples, vigil_started_ms }, vigil))
+}
+
+/// Preloaded: the whole topic first, the baseline on it, then vigil.
+fn preloaded(
+    args: &RunArgs,
+    sink: &EnvelopeSink,
+    manifest: &Manifest,
+    w: Watched<'_>,
+) -> anyhow::Result<(Measured, Vigil)> {
+    let pace = Pace::new(None, Some(args.records), None);
+    let mut progress = Progress::new("produce", Some(args.records));
+    let produced = produce::to_kafka(sink, &manifest.workload(), &pace, &mut progress)?;
+    let baseline = baseline::measure(&args.kafka.brokers, &manifest.topic)?;
+    let (mut vigil, since, vigil_started_ms) = w.start()?;
+    let samples = w.watch.until_committed(&mut vigil, since, Some(produced.count), || true)?;
+    Ok((Measured { produced, baseline, samples, vigil_started_ms }, vigil))
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let binary = vigil::binary(args.vigil.as_deref())?;
+    let brokers = args.kafka.brokers.clone();
+    let names = Names::new();
+    let (input, alerts, dead_letters) = (names.input.as_str(), names.alerts.as_str(), names.dead_letters.as_str());
+    kafka::create_topics(&brokers, &[(input, args.partitions), (alerts, args.partitions), (dead_letters, 1)]).await?;
+    let pipeline = names.pipeline(&brokers)?;
+    let log = names.dir.join("vigil.log");
+
+    let workload = args.workload.workload(args.rate, Some(args.records));
+    let mut manifest = Manifest::new(Target::Kafka, input, &workload, args.workload.schemaless);
+    manifest.count = args.records;
+    eprintln!("loadtest: {} transactions, {} alerts due; topics {}.*", args.records, manifest.due().len(), names.group);
+    let sink = EnvelopeSink::new(&brokers, input, args.partitions, args.workload.schemaless)?;
+    let watch = Watch::new(&brokers, &names.group, input)?;
+    let w = Watched { start: &|| Vigil::start(&binary, &pipeline, &log), watch: &watch };
+    let (measured, mut vigil) = match args.rate {
+        Some(rate) => steady(&args, rate, &sink, &manifest, w)?,
+        None => preloaded(&args, &sink, &manifest, w)?,
+    };
+    let usage = vigil.usage();
+    vigil.stop();
+    manifest.count = measured.produced.count;
+    let manifest_path = names.dir.join("manifest.json");
+    manifest.write(&manifest_path)?;
+
+    let alerts = verify::read_alerts(&brokers, alerts)?;
+    let v = verify::check(&manifest, &alerts, Some(&measured.baseline.scan.timestamps), None)?;
+    let report = Report { args: &args, m: &measured, v: &v, cpu_seconds: usage.cpu_seconds, rss: usage.peak_rss_mib };
+    if let Some(path) = &args.plot {
+        report.plot(path)?;
+    }
+    println!("{}", report.summary());
+    emit(&report.json(&manifest_path), args.report.as_deref())?;
+    if !args.keep_topics {
+        kafka::delete_topics(&brokers, &[input, &names.alerts, dead_letters]).await;
+    }
+    if let Err(e) = v.passed() {
+        bail!("{e} (vigil's log: {})", log.display());
+    }
+    Ok(())
+}
+
+/// The figures of a run, as JSON, a summary and a chart.
+struct Report<'a> {
+    args: &'a RunArgs,
+    m: &'a Measured,
+    v: &'a Verification,
+    cpu_seconds: f64,
+    rss: f64,
+}
+
+impl Report<'_> {
+    fn records(&self) -> u64 {
+        self.m.produced.count
+    }
+
+    fn sustained(&self) -> f64 {
+        watch::sustained(&self.m.samples)
+    }
+
+    fn mode(&self) -> &'static str {
+        if self.args.rate.is_some() {
+            "steady rate"
+        } else {
+            "preloaded"
+        }
+    }
+
+    fn json(&self, manifest: &Path) -> serde_json::Value {
+        let (m, samples) = (self.m, &self.m.samples);
+        let committed: Vec<(f64, i64)> = samples.iter().map(|s| (s.seconds, s.committed)).collect();
+        json!({
+            "records": self.records(),
+            "partitions": self.args.partitions,
+            "users": self.args.workload.users,
+            "schemaless": self.args.workload.schemaless,
+            "mode": self.mode(),
+            "target_rate": self.args.rate,
+            "produce_per_second": m.produced.rate(),
+            "baseline": m.baseline.json(),
+            "vigil": {
+                "records_per_second_sustained": self.sustained(),
+                "seconds_to_commit_all": samples.last().map_or(0.0, |s| s.seconds),
+                "cpu_seconds": self.cpu_seconds,
+                "records_per_cpu_second": self.records() as f64 / self.cpu_seconds.max(1e-3),
+                "peak_rss_mib": self.rss,
+            },
+            "ratio_to_baseline": self.sustained() / m.baseline.scan.rate(),
+            "latency_ms": self.v.latency_json(),
+            "committed_over_time": watch::thin(&committed),
+            "lag_over_time": watch::thin(&watch::lag(samples)),
+            "throughput_over_time": watch::rates_json(&watch::throughput(samples)),
+            "produced_over_time": watch::rates_json(&watch::production(samples)),
+            "alerts": self.v.alerts_json(),
+            "manifest": manifest,
+            "plot": self.args.plot,
+        })
+    }
+
+    fn summary(&self) -> String {
+        let sustained = self.sustained();
+        format!(
+            "records {} over {} partitions ({})\n{}\n\
+             vigil              {:>10.0} records/s sustained ({:.0}% of baseline), {:.1} CPU s, {:.0} records per CPU s, peak RSS {:.0} MiB\n{}",
+            self.records(),
+            self.args.partitions,
+            self.mode(),
+            self.m.baseline.summary(),
+            sustained,
+            100.0 * sustained / self.m.baseline.scan.rate(),
+            self.cpu_seconds,
+            self.records() as f64 / self.cpu_seconds.max(1e-3),
+            self.rss,
+            self.v.summary(),
+        )
+    }
+
+    /// Latency and throughput over vigil's time (zero: its start).
+    fn plot(&self, path: &Path) -> anyhow::Result<()> {
+        let mut series =
+            vec![Series { label: "vigil, committed records/s", rates: watch::throughput(&self.m.samples) }];
+        let produced = watch::production(&self.m.samples);
+        if !produced.is_empty() {
+            series.push(Series { label: "produced records/s", rates: produced });
+        }
+        plot::draw(path, &self.v.latency_series(self.m.vigil_started_ms), &series)?;
+        eprintln!("loadtest: chart {}", path.display());
+        Ok(())
+    }
+}

@@ -1,0 +1,74 @@
+//! The vigil process under test: found beside loadtest, started on a
+//! pipeline file with its output in a log, stopped with SIGTERM (killed if
+//! the run ends otherwise).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{bail, Context};
+
+use super::usage::{self, Usage};
+
+/// `explicit`, or the vigil binary beside this one.
+pub fn binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = explicit {
+        return Ok(path.to_owned());
+    }
+    let me = std::env::current_exe().context("locating loadtest")?;
+    let dir = me.parent().context("loadtest's folder")?;
+    // Beside loadtest, or one folder up when run from target/*/deps.
+    for candidate in [dir.join("vigil"), dir.join("../vigil")] {
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    bail!("no vigil binary beside {}: build it (cargo build --release) or pass --vigil", me.display())
+}
+
+pub struct Vigil {
+    child: Child,
+}
+
+impl Vigil {
+    pub fn start(binary: &Path, pipeline: &Path, log: &Path) -> anyhow::Result<Vigil> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let metrics = format!("127.0.0.1:{port}");
+        let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let child = Command::new(binary)
+            .arg("run")
+            .arg(pipeline)
+            .args(["--metrics-addr", &metrics])
+            .env("RUST_LOG", "warn,vigil::run=info")
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        Ok(Vigil { child })
+    }
+
+    /// Fails when the process has exited.
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => bail!("vigil exited early: {status}"),
+            Ok(None) => Ok(()),
+            Err(e) => bail!("waiting on vigil: {e}"),
+        }
+    }
+
+    pub fn usage(&self) -> Usage {
+        usage::of(&self.child.id().to_string())
+    }
+
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Vigil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
