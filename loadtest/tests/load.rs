@@ -1,5 +1,6 @@
-//! A small load test in CI: 200,000 schema-enabled envelopes with planted
-//! fraud through the real broker and the vigil binary; every due alert
+//! A small load test in CI: 200,000 schema-enabled envelopes (and 50,000
+//! without a schema block) with planted fraud through the real broker and
+//! the vigil binary; every due alert
 //! must arrive, once, and nothing else. Speed is not asserted here (the
 //! report gives it); correctness is, and that the report holds vigil's lag
 //! and throughput over time and the chart is drawn.
@@ -39,4 +40,25 @@ fn two_hundred_thousand_records_verify_with_no_missing_unexpected_or_duplicate_a
     eprintln!("{stdout}");
     let _ = std::fs::remove_file(&report);
     let _ = std::fs::remove_file(&chart);
+}
+
+/// Envelopes without a schema block, as JsonConverter writes them with
+/// `schemas.enable=false`: the same alerts, none missing.
+#[test]
+fn schemaless_envelopes_verify_too() {
+    let report = std::env::temp_dir().join(format!("vigil-loadtest-ci-schemaless-{}.json", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(["run", "--records", "50000", "--fraud-rate", "0.004", "--schemaless", "--report"])
+        .arg(&report)
+        .output()
+        .expect("loadtest runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "loadtest run --schemaless failed:\n{stdout}\n{stderr}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&report).expect("report written")).expect("JSON");
+    assert_eq!(r["schemaless"], true);
+    let alerts = &r["alerts"];
+    assert!(alerts["due"].as_u64().is_some_and(|d| d >= 50), "enough planted fraud: {alerts}");
+    assert_eq!((&alerts["missing"], &alerts["unexpected"], &alerts["duplicates"]), (&0.into(), &0.into(), &0.into()));
+    let _ = std::fs::remove_file(&report);
 }

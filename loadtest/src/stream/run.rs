@@ -83,7 +83,7 @@ impl Names {
         let text = format!(
             "name: loadtest\n\
              source: {{brokers: '{brokers}', topics: [{}], group: {}, start_from: earliest}}\n\
-             format: {{type: debezium-json}}\n\
+             format: {{type: debezium-json, decimal_scales: {{amount: 2}}}}\n\
              rows: {{key: user_id, event_time: created_at, primary_key: [id]}}\n\
              detectors: [{{type: spend_anomaly}}, {{type: velocity_score}}]\n\
              sink: {{alerts: {}, dead_letters: {}}}\n",
