@@ -5,26 +5,34 @@
 //! report gives it); correctness is, and that the report holds vigil's lag
 //! and throughput over time and the chart is drawn.
 
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
+
+/// Runs `loadtest run ARGS [--plot PLOT] --report FILE`; the report, once
+/// it succeeded.
+fn run(args: &[&str], plot: Option<&Path>, report: &Path) -> Value {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_loadtest"));
+    command.arg("run").args(args).arg("--report").arg(report);
+    if let Some(plot) = plot {
+        command.arg("--plot").arg(plot);
+    }
+    let out = command.output().expect("loadtest runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "loadtest run {args:?} failed:\n{stdout}\n{stderr}");
+    eprintln!("{stdout}");
+    let text = std::fs::read_to_string(report).expect("report written");
+    let _ = std::fs::remove_file(report);
+    serde_json::from_str(&text).expect("report is JSON")
+}
 
 #[test]
 fn two_hundred_thousand_records_verify_with_no_missing_unexpected_or_duplicate_alert() {
     let report = std::env::temp_dir().join(format!("vigil-loadtest-ci-{}.json", std::process::id()));
     let chart = report.with_extension("png");
-    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(["run", "--records", "200000", "--fraud-rate", "0.002", "--report"])
-        .arg(&report)
-        .arg("--plot")
-        .arg(&chart)
-        .output()
-        .expect("loadtest runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "loadtest run failed:\n{stdout}\n{stderr}");
-    let text = std::fs::read_to_string(&report).expect("report written");
-    let r: Value = serde_json::from_str(&text).expect("report is JSON");
+    let r = run(&["--records", "200000", "--fraud-rate", "0.002"], Some(&chart), &report);
     assert_eq!(r["records"], 200_000);
     let alerts = &r["alerts"];
     assert!(alerts["due"].as_u64().is_some_and(|d| d >= 100), "enough planted fraud: {alerts}");
@@ -37,8 +45,6 @@ fn two_hundred_thousand_records_verify_with_no_missing_unexpected_or_duplicate_a
     assert!(r["throughput_over_time"].as_array().is_some_and(|t| !t.is_empty()), "{}", r["throughput_over_time"]);
     let png = std::fs::read(&chart).expect("chart written");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "a PNG chart of {} bytes", png.len());
-    eprintln!("{stdout}");
-    let _ = std::fs::remove_file(&report);
     let _ = std::fs::remove_file(&chart);
 }
 
@@ -47,18 +53,9 @@ fn two_hundred_thousand_records_verify_with_no_missing_unexpected_or_duplicate_a
 #[test]
 fn schemaless_envelopes_verify_too() {
     let report = std::env::temp_dir().join(format!("vigil-loadtest-ci-schemaless-{}.json", std::process::id()));
-    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(["run", "--records", "50000", "--fraud-rate", "0.004", "--schemaless", "--report"])
-        .arg(&report)
-        .output()
-        .expect("loadtest runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "loadtest run --schemaless failed:\n{stdout}\n{stderr}");
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&report).expect("report written")).expect("JSON");
+    let r = run(&["--records", "50000", "--fraud-rate", "0.004", "--schemaless"], None, &report);
     assert_eq!(r["schemaless"], true);
     let alerts = &r["alerts"];
     assert!(alerts["due"].as_u64().is_some_and(|d| d >= 50), "enough planted fraud: {alerts}");
     assert_eq!((&alerts["missing"], &alerts["unexpected"], &alerts["duplicates"]), (&0.into(), &0.into(), &0.into()));
-    let _ = std::fs::remove_file(&report);
 }

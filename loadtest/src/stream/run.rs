@@ -67,7 +67,9 @@ struct Names {
 
 impl Names {
     fn new() -> Self {
-        let group = format!("loadtest-{}", now_us() / 1_000_000);
+        // Seconds and this process: runs started in the same second (tests
+        // side by side) get topics of their own.
+        let group = format!("loadtest-{}-{}", now_us() / 1_000_000, std::process::id());
         Names {
             input: format!("{group}.transactions"),
             alerts: format!("{group}.alerts"),
