@@ -57,7 +57,7 @@ impl<'a> Reader<'a> {
         None
     }
 
-    fn expect(&mut self, byte: u8, what: &str) -> Result<(), DecodeError> {
+    fn consume(&mut self, byte: u8, what: &str) -> Result<(), DecodeError> {
         if self.peek() != Some(byte) {
             return Err(self.syntax(what));
         }
@@ -109,10 +109,22 @@ impl<'a> Reader<'a> {
 
     /// The next key of an open object, its `:` consumed; `None` at its end.
     pub fn next_key(&mut self, object: &mut Object) -> Result<Option<Cow<'a, str>>, DecodeError> {
+        if !self.at_key(object)? {
+            return Ok(None);
+        }
+        let key = self.string()?;
+        self.consume(b':', "expected ':'")?;
+        Ok(Some(key))
+    }
+
+    /// Moves past the `,` before an object's next key (true, at its opening
+    /// quote) or past the object's `}` (false).
+    #[inline(always)]
+    fn at_key(&mut self, object: &mut Object) -> Result<bool, DecodeError> {
         match self.peek() {
             Some(b'}') => {
                 self.pos += 1;
-                return Ok(None);
+                return Ok(false);
             }
             Some(b',') if !object.first => self.pos += 1,
             _ if object.first => {}
@@ -122,9 +134,7 @@ impl<'a> Reader<'a> {
         if self.peek() != Some(b'"') {
             return Err(self.syntax("expected a key"));
         }
-        let key = self.string()?;
-        self.expect(b':', "expected ':'")?;
-        Ok(Some(key))
+        Ok(true)
     }
 
     /// A string or null; `field` names it in the error otherwise.
@@ -158,6 +168,7 @@ impl<'a> Reader<'a> {
 
     /// The text of the next value, checked and skipped.
     pub fn raw(&mut self) -> Result<&'a str, DecodeError> {
+        // Past leading whitespace: the text starts at the value.
         self.peek();
         let start = self.pos;
         self.skip()?;
@@ -239,73 +250,19 @@ impl<'a> Reader<'a> {
                     }
                 }
             }
-            Some(b'-' | b'0'..=b'9') => self.skip_number(),
+            Some(b'-' | b'0'..=b'9') => self.skip_number().map(drop),
             _ => self.value().map(drop),
         }
     }
 
-    /// Checks a number's form without computing its value.
-    fn skip_number(&mut self) -> Result<(), DecodeError> {
+    /// Checks a number's form without computing its value; whether it is
+    /// an integer (no fraction, no exponent).
+    fn skip_number(&mut self) -> Result<bool, DecodeError> {
         let bytes = self.bytes();
         self.pos += usize::from(bytes.get(self.pos) == Some(&b'-'));
         match bytes.get(self.pos) {
             Some(b'0') => self.pos += 1,
             Some(b'1'..=b'9') => self.digits()?,
-            _ => return Err(self.syntax("invalid number")),
-        }
-        if bytes.get(self.pos) == Some(&b'.') {
-            self.pos += 1;
-            self.digits()?;
-        }
-        if matches!(bytes.get(self.pos), Some(b'e' | b'E')) {
-            self.pos += 1;
-            if matches!(bytes.get(self.pos), Some(b'+' | b'-')) {
-                self.pos += 1;
-            }
-            self.digits()?;
-        }
-        Ok(())
-    }
-
-    /// As [`Reader::next_key`], for a key that is not looked at.
-    fn next_key_skipped(&mut self, object: &mut Object) -> Result<bool, DecodeError> {
-        match self.peek() {
-            Some(b'}') => {
-                self.pos += 1;
-                return Ok(false);
-            }
-            Some(b',') if !object.first => self.pos += 1,
-            _ if object.first => {}
-            _ => return Err(self.syntax("expected ',' or '}'")),
-        }
-        object.first = false;
-        if self.peek() != Some(b'"') {
-            return Err(self.syntax("expected a key"));
-        }
-        self.skip_string()?;
-        self.expect(b':', "expected ':'")?;
-        Ok(true)
-    }
-
-    fn number(&mut self) -> Result<Json<'a>, DecodeError> {
-        let bytes = self.bytes();
-        let start = self.pos;
-        let negative = bytes.get(self.pos) == Some(&b'-');
-        self.pos += usize::from(negative);
-        // The integer part, accumulated as it is checked.
-        let mut magnitude: u64 = 0;
-        let mut overflow = false;
-        match bytes.get(self.pos) {
-            Some(b'0') => self.pos += 1,
-            Some(b'1'..=b'9') => {
-                while let Some(&d @ b'0'..=b'9') = bytes.get(self.pos) {
-                    match magnitude.checked_mul(10).and_then(|m| m.checked_add(u64::from(d - b'0'))) {
-                        Some(m) => magnitude = m,
-                        None => overflow = true,
-                    }
-                    self.pos += 1;
-                }
-            }
             _ => return Err(self.syntax("invalid number")),
         }
         let mut integer = true;
@@ -322,16 +279,29 @@ impl<'a> Reader<'a> {
             self.digits()?;
             integer = false;
         }
-        if integer && !overflow {
-            if !negative {
-                return Ok(i64::try_from(magnitude).map_or(Json::BigInt(magnitude), Json::Int));
-            }
-            if magnitude <= i64::MIN.unsigned_abs() {
-                return Ok(Json::Int(0i64.wrapping_sub_unsigned(magnitude)));
-            }
+        Ok(integer)
+    }
+
+    /// As [`Reader::next_key`], for a key that is not looked at.
+    fn next_key_skipped(&mut self, object: &mut Object) -> Result<bool, DecodeError> {
+        if !self.at_key(object)? {
+            return Ok(false);
         }
-        // Fractions, exponents and integers beyond 64 bits, as serde_json.
-        match self.text[start..self.pos].parse::<f64>() {
+        self.skip_string()?;
+        self.consume(b':', "expected ':'")?;
+        Ok(true)
+    }
+
+    /// A number: an integer as i64 (u64 above it), anything else as f64,
+    /// as serde_json reads them.
+    fn number(&mut self) -> Result<Json<'a>, DecodeError> {
+        let start = self.pos;
+        let integer = self.skip_number()?;
+        let text = &self.text[start..self.pos];
+        if let Some(json) = integer.then(|| integer_value(text)).flatten() {
+            return Ok(json);
+        }
+        match text.parse::<f64>() {
             Ok(f) if f.is_finite() => Ok(Json::Float(f)),
             _ => Err(self.syntax("number out of range")),
         }
@@ -468,6 +438,23 @@ impl<'a> Reader<'a> {
             }
         }
     }
+}
+
+/// An integer's value from its checked text: i64, or u64 above it; `None`
+/// beyond both (read as f64, as serde_json does).
+fn integer_value(text: &str) -> Option<Json<'_>> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(digits) => (true, digits),
+        None => (false, text),
+    };
+    let mut magnitude: u64 = 0;
+    for d in digits.bytes() {
+        magnitude = magnitude.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    if !negative {
+        return Some(i64::try_from(magnitude).map_or(Json::BigInt(magnitude), Json::Int));
+    }
+    (magnitude <= i64::MIN.unsigned_abs()).then(|| Json::Int(0i64.wrapping_sub_unsigned(magnitude)))
 }
 
 /// An open object: whether its first key is still to come.

@@ -175,10 +175,6 @@ impl Handler<Detect> for DetectorShard {
             part.newest = part.newest.max(Some(row.event_time));
         }
         part.rows_since_expiry += msg.rows.len();
-        if misaligned > 0 {
-            self.report_misaligned(&msg.topic, msg.partition, misaligned, other_partition);
-        }
-        let part = self.partitions.entry((Arc::clone(&msg.topic), msg.partition)).or_default();
         if detectors.expires_users() && part.rows_since_expiry >= EXPIRE_EVERY_ROWS {
             part.rows_since_expiry = 0;
             if let Some(now) = part.newest {
@@ -187,6 +183,9 @@ impl Handler<Detect> for DetectorShard {
         }
         let delta = part.users.len() as i64 - before as i64;
         self.track(delta);
+        if misaligned > 0 {
+            self.report_misaligned(&msg.topic, msg.partition, misaligned, other_partition);
+        }
 
         let pipeline = setup.pipeline.clone();
         Box::pin(async move {

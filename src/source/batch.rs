@@ -40,8 +40,11 @@ pub struct RecordBatch {
     entries: Vec<Entry>,
     bytes: Vec<u8>,
     /// The first record's `{"schema":…,"payload":`, in `bytes`; `None`
-    /// until a record with one arrives.
+    /// when the batch's first value had none.
     envelope: Option<Range<usize>>,
+    /// Whether the first value was looked at: only it can set `envelope`,
+    /// so a topic of other records is not searched record after record.
+    envelope_looked: bool,
     /// Bytes of keys and values as read (before prefixes are shared).
     record_bytes: usize,
     /// Where the arena goes when the batch is dropped.
@@ -123,7 +126,17 @@ impl RecordBatch {
         (entries, bytes): Arena,
         pool: Option<Arc<BufferPool>>,
     ) -> Self {
-        RecordBatch { topic, partition, epoch, entries, bytes, envelope: None, record_bytes: 0, pool }
+        RecordBatch {
+            topic,
+            partition,
+            epoch,
+            entries,
+            bytes,
+            envelope: None,
+            envelope_looked: false,
+            record_bytes: 0,
+            pool,
+        }
     }
 
     pub fn push(&mut self, offset: i64, key: Option<&[u8]>, value: Option<&[u8]>) {
@@ -140,14 +153,16 @@ impl RecordBatch {
     }
 
     /// How much of `value` is the batch's envelope prefix (taking it from
-    /// `value` when the batch has none yet).
+    /// `value` when it is the batch's first).
     fn shared_prefix(&mut self, value: &[u8]) -> Option<usize> {
         match &self.envelope {
             Some(prefix) => {
                 let prefix = &self.bytes[prefix.clone()];
                 value.starts_with(prefix).then_some(prefix.len())
             }
+            None if self.envelope_looked => None,
             None => {
+                self.envelope_looked = true;
                 let len = crate::decode::envelope_prefix_len(value)?;
                 self.envelope = Some(self.append(&value[..len]));
                 Some(len)
