@@ -15,6 +15,7 @@
 
 mod reader;
 pub mod schema;
+mod shape;
 pub mod value;
 
 use std::borrow::Cow;
@@ -25,6 +26,7 @@ use crate::row::{Key, Op, Projection, Row, Value};
 use crate::time::EventTime;
 use reader::Reader;
 use schema::{SchemaCache, SchemaPlan, Shape};
+use shape::PayloadShape;
 use value::{convert, Json, Role, Schemaless};
 
 pub use crate::config::{DecimalHandling, SchemaMode};
@@ -173,7 +175,13 @@ pub struct Decoder {
     /// without `__table`): the topic.
     topic_table: Arc<str>,
     last_table: Arc<str>,
+    /// Payload layouts learned from records, the last one fitting first.
+    shapes: Vec<PayloadShape>,
 }
+
+/// Payload layouts kept at once: a topic carrying a few tables (or table
+/// versions) reads each by its shape.
+const MAX_SHAPES: usize = 4;
 
 const SCHEMA_PREFIX: &[u8] = b"{\"schema\":";
 const PAYLOAD_INFIX: &[u8] = b",\"payload\":";
@@ -190,6 +198,7 @@ impl Decoder {
             inferred_flat,
             last_table: Arc::clone(&topic_table),
             topic_table,
+            shapes: Vec::new(),
         }
     }
 
@@ -209,6 +218,9 @@ impl Decoder {
         // UTF-8 is checked once here; the reader then borrows strings
         // instead of validating each of them again.
         let text = utf8(bytes)?;
+        if let Some(decoded) = self.decode_shaped_schemaless(text, offset) {
+            return decoded;
+        }
         let top = TopLevel::read(text)?;
         if self.options.schemas == SchemaMode::Disabled {
             return self.decode_schemaless(&top, text, offset);
@@ -274,6 +286,19 @@ impl Decoder {
         })
     }
 
+    /// A schemaless record laid out as an envelope read before: read by its
+    /// shape, skipping the walk that tells an envelope from a flattened
+    /// row. The shape's keys are the envelope's (never both `schema` and
+    /// `payload`), so only an `op` that is not null is left to check.
+    fn decode_shaped_schemaless(&mut self, text: &str, offset: i64) -> Option<Result<Decoded, DecodeError>> {
+        if self.options.schemas == SchemaMode::Enabled || self.shapes.is_empty() {
+            return None;
+        }
+        let plan = Arc::clone(&self.inferred_envelope);
+        let envelope = self.read_shaped(&plan, text).filter(|e| e.op.is_some())?;
+        Some(self.finish_envelope(&plan, envelope, offset))
+    }
+
     /// A payload without a schema: its keys tell an envelope from a
     /// flattened row.
     fn decode_schemaless(&mut self, top: &TopLevel<'_>, payload: &str, offset: i64) -> Result<Decoded, DecodeError> {
@@ -294,34 +319,110 @@ impl Decoder {
 
     /// One pass over the payload: `after` is read into a row where it
     /// stands (creates, updates and reads use it); `before` is only kept
-    /// as text, read for deletes.
+    /// as text, read for deletes. A payload laid out as one read before is
+    /// read by its [`PayloadShape`], value by value.
     fn decode_envelope(&mut self, plan: &SchemaPlan, payload: &str, offset: i64) -> Result<Decoded, DecodeError> {
+        let envelope = match self.read_shaped(plan, payload) {
+            Some(envelope) => envelope,
+            None => {
+                let envelope = self.read_envelope(plan, payload)?;
+                self.learn_shape(payload);
+                envelope
+            }
+        };
+        self.finish_envelope(plan, envelope, offset)
+    }
+
+    /// The envelope's fields, key by key.
+    fn read_envelope<'a>(&self, plan: &SchemaPlan, payload: &'a str) -> Result<Envelope<'a>, DecodeError> {
         let mut r = Reader::new(payload);
         let mut object = r.begin_object("a Debezium payload object")?;
-        let (mut op, mut before, mut after, mut source) = (None, None, None, Source::default());
+        let mut envelope = Envelope::default();
         let mut seen = Fields::default();
         while let Some(key) = r.next_key(&mut object)? {
-            match &*key {
-                "op" => {
+            match PayloadKey::of(&key) {
+                PayloadKey::Op => {
                     seen.first(1, "op", &r)?;
-                    op = r.str_or_null("op")?;
+                    envelope.op = r.str_or_null("op")?;
                 }
-                "before" => {
+                PayloadKey::Before => {
                     seen.first(2, "before", &r)?;
-                    before = if r.null()? { None } else { Some(r.raw()?) };
+                    envelope.before = if r.null()? { None } else { Some(r.raw()?) };
                 }
-                "after" => {
+                PayloadKey::After => {
                     seen.first(4, "after", &r)?;
-                    after = if r.null()? { None } else { Some(self.read_row(&mut r, plan, false)?) };
+                    envelope.after = if r.null()? { None } else { Some(self.read_row(&mut r, plan, false)?) };
                 }
-                "source" => {
+                PayloadKey::Source => {
                     seen.first(8, "source", &r)?;
-                    source = if r.null()? { Source::default() } else { Source::read(&mut r)? };
+                    envelope.source = if r.null()? { Source::default() } else { Source::read(&mut r)? };
                 }
-                _ => r.skip()?,
+                PayloadKey::Other => r.skip()?,
             }
         }
         r.end()?;
+        Ok(envelope)
+    }
+
+    /// The envelope's fields by a shape learned before (the last one to
+    /// fit first), or `None` when no shape fits the payload.
+    fn read_shaped<'a>(&mut self, plan: &SchemaPlan, payload: &'a str) -> Option<Envelope<'a>> {
+        let columns = self.options.projection.columns().len();
+        let found = self.shapes.iter().enumerate().find_map(|(i, shape)| {
+            let mut row = ReadRow::new(columns);
+            let mut envelope = Envelope::default();
+            shape.read(payload, |field, r| self.read_field(field, r, plan, &mut envelope, &mut row))?;
+            envelope.after = Some(row);
+            Some((i, envelope))
+        });
+        let (i, envelope) = found?;
+        // The shape that fits goes first: a topic's records mostly share one.
+        self.shapes[..=i].rotate_right(1);
+        Some(envelope)
+    }
+
+    /// Reads one value of a shaped payload where it belongs; `None` when it
+    /// does not read (the key-by-key path then gives the error).
+    fn read_field<'a>(
+        &self,
+        field: shape::Field,
+        r: &mut Reader<'a>,
+        plan: &SchemaPlan,
+        envelope: &mut Envelope<'a>,
+        row: &mut ReadRow<'a>,
+    ) -> Option<()> {
+        use shape::Field;
+        match field {
+            Field::Skip => r.skip().ok()?,
+            Field::Op => envelope.op = r.str_or_null("op").ok()?,
+            Field::Before => envelope.before = if r.null().ok()? { None } else { Some(r.raw().ok()?) },
+            Field::Column(i) => {
+                let json = r.value().ok()?;
+                self.read_column(row, plan, i, json);
+            }
+            Field::Source(key) => envelope.source.read_field(key, r).ok()?,
+        }
+        Some(())
+    }
+
+    /// Learns the shape of a payload just read key by key, so the records
+    /// laid out like it are read by their values alone.
+    fn learn_shape(&mut self, payload: &str) {
+        let columns = self.options.projection.columns();
+        let column = |key: &str| columns.iter().position(|c| **c == *key);
+        if let Some(shape) = PayloadShape::learn(payload, column) {
+            self.shapes.insert(0, shape);
+            self.shapes.truncate(MAX_SHAPES);
+        }
+    }
+
+    fn finish_envelope(
+        &mut self,
+        plan: &SchemaPlan,
+        envelope: Envelope<'_>,
+        offset: i64,
+    ) -> Result<Decoded, DecodeError> {
+        let Envelope { op, before, after, source } = envelope;
         let op = match op.as_deref() {
             None => return Err(DecodeError::BadEnvelope("no op".into())),
             Some(code) => match parse_op(code)? {
@@ -377,23 +478,13 @@ impl Decoder {
     /// [`ReadRow::error`]: the row is read to its end, so the JSON is
     /// checked whole, and refused only if it is used.
     fn read_row<'a>(&self, r: &mut Reader<'a>, plan: &SchemaPlan, flat: bool) -> Result<ReadRow<'a>, DecodeError> {
-        let options = &self.options;
-        let columns = options.projection.columns();
-        let mut row = ReadRow {
-            values: vec![Value::Null; columns.len()].into_boxed_slice(),
-            extras: Extras::default(),
-            error: None,
-        };
+        let columns = self.options.projection.columns();
+        let mut row = ReadRow::new(columns.len());
         let mut object = r.begin_object("a row object")?;
         while let Some(name) = r.next_key(&mut object)? {
             if let Some(i) = columns.iter().position(|c| **c == *name) {
                 let json = r.value()?;
-                match convert(&columns[i], plan.types[i], options.roles[i], json, &options.schemaless) {
-                    Ok(value) => row.values[i] = value,
-                    Err(e) => {
-                        row.error.get_or_insert(e);
-                    }
-                }
+                self.read_column(&mut row, plan, i, json);
                 continue;
             }
             let extras = &mut row.extras;
@@ -409,6 +500,20 @@ impl Decoder {
         }
         Ok(row)
     }
+
+    /// Converts projected column `i`'s value; a value that does not
+    /// convert is kept as the row's error.
+    fn read_column(&self, row: &mut ReadRow<'_>, plan: &SchemaPlan, i: usize, json: Json<'_>) {
+        let options = &self.options;
+        let columns = options.projection.columns();
+        match convert(&columns[i], plan.types[i], options.roles[i], json, &options.schemaless) {
+            Ok(value) => row.values[i] = value,
+            Err(e) => {
+                row.error.get_or_insert(e);
+            }
+        }
+    }
+
     /// The schema-qualified table, reusing the last one's allocation.
     fn table(&mut self, schema: Option<&str>, table: Option<&str>) -> Arc<str> {
         let Some(table) = table else {
@@ -562,21 +667,80 @@ struct Source<'a> {
     ts_ms: Option<i64>,
 }
 
+/// The keys of `source` vigil reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SourceKey {
+    Schema,
+    Table,
+    Lsn,
+    TsMs,
+}
+
+impl SourceKey {
+    fn of(key: &str) -> Option<SourceKey> {
+        Some(match key {
+            "schema" => SourceKey::Schema,
+            "table" => SourceKey::Table,
+            "lsn" => SourceKey::Lsn,
+            "ts_ms" => SourceKey::TsMs,
+            _ => return None,
+        })
+    }
+}
+
 impl<'a> Source<'a> {
     fn read(r: &mut Reader<'a>) -> Result<Source<'a>, DecodeError> {
         let mut source = Source::default();
         let mut object = r.begin_object("source: an object")?;
         while let Some(key) = r.next_key(&mut object)? {
-            match &*key {
-                "schema" => source.schema = r.str_or_null("source.schema")?,
-                "table" => source.table = r.str_or_null("source.table")?,
-                "lsn" => source.lsn = r.int_or_null("source.lsn")?,
-                "ts_ms" => source.ts_ms = r.int_or_null("source.ts_ms")?,
-                _ => r.skip()?,
+            match SourceKey::of(&key) {
+                Some(key) => source.read_field(key, r)?,
+                None => r.skip()?,
             }
         }
         Ok(source)
     }
+
+    fn read_field(&mut self, key: SourceKey, r: &mut Reader<'a>) -> Result<(), DecodeError> {
+        match key {
+            SourceKey::Schema => self.schema = r.str_or_null("source.schema")?,
+            SourceKey::Table => self.table = r.str_or_null("source.table")?,
+            SourceKey::Lsn => self.lsn = r.int_or_null("source.lsn")?,
+            SourceKey::TsMs => self.ts_ms = r.int_or_null("source.ts_ms")?,
+        }
+        Ok(())
+    }
+}
+
+/// The keys of a Debezium payload, as the decoder tells them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PayloadKey {
+    Op,
+    Before,
+    After,
+    Source,
+    Other,
+}
+
+impl PayloadKey {
+    fn of(key: &str) -> PayloadKey {
+        match key {
+            "op" => PayloadKey::Op,
+            "before" => PayloadKey::Before,
+            "after" => PayloadKey::After,
+            "source" => PayloadKey::Source,
+            _ => PayloadKey::Other,
+        }
+    }
+}
+
+/// A payload's envelope fields, however they were read.
+#[derive(Default)]
+struct Envelope<'a> {
+    op: Option<Cow<'a, str>>,
+    before: Option<&'a str>,
+    after: Option<ReadRow<'a>>,
+    source: Source<'a>,
 }
 
 /// The projected values of one row image, plus the metadata fields a
@@ -589,6 +753,10 @@ struct ReadRow<'a> {
 }
 
 impl ReadRow<'_> {
+    fn new(columns: usize) -> Self {
+        ReadRow { values: vec![Value::Null; columns].into_boxed_slice(), extras: Extras::default(), error: None }
+    }
+
     /// The row, unless one of its columns could not be converted.
     fn checked(mut self) -> Result<Self, DecodeError> {
         match self.error.take() {

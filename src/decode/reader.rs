@@ -33,6 +33,21 @@ impl<'a> Reader<'a> {
         self.pos
     }
 
+    /// Where the next value starts (past whitespace).
+    pub fn value_start(&mut self) -> usize {
+        self.peek();
+        self.pos
+    }
+
+    /// Consumes `text` when the input goes on with exactly it.
+    pub fn follows(&mut self, text: &[u8]) -> bool {
+        let found = self.bytes().get(self.pos..self.pos + text.len()).is_some_and(|next| same_bytes(next, text));
+        if found {
+            self.pos += text.len();
+        }
+        found
+    }
+
     fn bytes(&self) -> &'a [u8] {
         self.text.as_bytes()
     }
@@ -309,9 +324,7 @@ impl<'a> Reader<'a> {
 
     fn digits(&mut self) -> Result<(), DecodeError> {
         let start = self.pos;
-        while matches!(self.bytes().get(self.pos), Some(b'0'..=b'9')) {
-            self.pos += 1;
-        }
+        self.pos = digits_end(self.bytes(), self.pos);
         if self.pos == start {
             return Err(self.syntax("invalid number"));
         }
@@ -472,9 +485,7 @@ const HIGHS: u64 = 0x8080_8080_8080_8080;
 fn find_special(bytes: &[u8], from: usize) -> usize {
     let mut i = from;
     while let Some(chunk) = bytes.get(i..i + 8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let hits = special_bytes(u64::from_le_bytes(word));
+        let hits = special_bytes(word(chunk));
         if hits != 0 {
             return i + (hits.trailing_zeros() / 8) as usize;
         }
@@ -487,6 +498,61 @@ fn find_special(bytes: &[u8], from: usize) -> usize {
         i += 1;
     }
     bytes.len()
+}
+
+/// The position of the first byte at or after `from` that is not an ASCII
+/// digit (the end when none): eight bytes at a time, as timestamps in
+/// nanoseconds have nineteen.
+#[inline]
+fn digits_end(bytes: &[u8], from: usize) -> usize {
+    let mut i = from;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let hits = non_digits(word(chunk));
+        if hits != 0 {
+            return i + (hits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while matches!(bytes.get(i), Some(b'0'..=b'9')) {
+        i += 1;
+    }
+    i
+}
+
+/// The high bit of each byte of `word` that is not an ASCII digit. Bits
+/// above the lowest may be wrong (a carry), the lowest never is.
+#[inline]
+fn non_digits(word: u64) -> u64 {
+    // Digits become 0..=9; adding 0x76 sets the high bit of 10 and above.
+    let offset = word ^ (ONES * u64::from(b'0'));
+    (offset.wrapping_add(ONES * 0x76) | offset) & HIGHS
+}
+
+/// Eight bytes as a little-endian word.
+#[inline]
+fn word(chunk: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&chunk[..8]);
+    u64::from_le_bytes(bytes)
+}
+
+/// Whether two slices of one length hold the same bytes: a word at a
+/// time (the last word overlapping the one before), for the short texts
+/// between a payload's values, without a call.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n < 8 {
+        return a == b;
+    }
+    let mut i = 0;
+    while i + 8 < n {
+        if word(&a[i..]) != word(&b[i..]) {
+            return false;
+        }
+        i += 8;
+    }
+    word(&a[n - 8..]) == word(&b[n - 8..])
 }
 
 /// The high bit of each byte of `word` that is `"`, `\` or below 0x20.
@@ -555,6 +621,36 @@ mod tests {
             }
         }
         assert_eq!(find_special(&[0xc3, 0xa9, b' ', 0x7f, b'~'], 0), 5, "non-ASCII and DEL are plain");
+    }
+
+    #[test]
+    fn the_first_non_digit_is_found_in_any_position() {
+        for len in 0..20 {
+            for stop in [b'/', b':', b'.', b'e', b',', b'}', b' ', 0x00, 0x80, 0xff] {
+                let mut bytes = vec![b'7'; 20];
+                if len < 20 {
+                    bytes[len] = stop;
+                }
+                for (later, byte) in bytes.iter_mut().enumerate().skip(len + 1) {
+                    *byte = if later % 2 == 0 { 0xff } else { b'0' + (later % 10) as u8 };
+                }
+                assert_eq!(digits_end(&bytes, 0), len.min(20), "{stop:#x} after {len} digits");
+            }
+        }
+        assert_eq!(digits_end(b"x0123456789", 1), 11);
+    }
+
+    #[test]
+    fn same_bytes_compares_every_byte() {
+        let text = b"},\"source\":{\"version\":\"";
+        for n in 0..=text.len() {
+            for i in 0..n {
+                let mut other = text[..n].to_vec();
+                other[i] ^= 1;
+                assert!(!same_bytes(&text[..n], &other), "a difference at {i} of {n}");
+            }
+            assert!(same_bytes(&text[..n], &text[..n]));
+        }
     }
 
     #[test]

@@ -405,3 +405,61 @@ fn a_record_held_without_its_shared_prefix_decodes_the_same() {
     assert_eq!(envelope_prefix_len(br#"{"schema":{"type":"struct"},"other":1}"#), None);
     assert_eq!(envelope_prefix_len(br#"{"schema":{"type":"str"#), None);
 }
+
+/// Byte-level variants of the part of `record` from `from` on: each byte
+/// deleted, replaced by a handful of others, and preceded by a digit.
+fn variants(record: &[u8], from: usize) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for i in from..record.len() {
+        let mut deleted = record.to_vec();
+        deleted.remove(i);
+        out.push(deleted);
+        for b in *b"0\"x {n\\-,}" {
+            let mut replaced = record.to_vec();
+            replaced[i] = b;
+            out.push(replaced);
+        }
+        let mut inserted = record.to_vec();
+        inserted.insert(i, b'1');
+        out.push(inserted);
+    }
+    out
+}
+
+/// A decoder that has read a record of a layout reads the next records by
+/// the layout's shape: whatever such a record holds, the result (row,
+/// skip or error) is the one a decoder without shapes gives.
+#[test]
+fn shaped_reads_agree_with_key_by_key_reads() {
+    let mut opts = options(&[Op::Create, Op::Update, Op::Delete, Op::Read]);
+    opts.roles[3] = Role::Decimal { schemaless_scale: Some(2) };
+    for fixture in [CREATE, UPDATE, DELETE] {
+        let schemaless = serde_json::to_vec(&fixture_payload(fixture)).expect("json");
+        let prefix = envelope_prefix_len(fixture).expect("a schema-enabled fixture");
+        for (original, from) in [(fixture.to_vec(), prefix), (schemaless, 0)] {
+            let mut shaped_rows = 0;
+            for variant in variants(&original, from) {
+                let mut shaped = Decoder::new(opts.clone(), TOPIC);
+                shaped.decode(Some(&original), 0).ok();
+                // Whether the variant's payload has the original's layout.
+                let payload = &variant[from..variant.len() - usize::from(from > 0)];
+                let fits = shaped
+                    .shapes
+                    .first()
+                    .zip(std::str::from_utf8(payload).ok())
+                    .is_some_and(|(shape, text)| shape.read(text, |_, r| r.skip().ok()).is_some());
+                let got = shaped.decode(Some(&variant), 1);
+                // The same decoder with its schema cache but no shapes.
+                let mut key_by_key = Decoder::new(opts.clone(), TOPIC);
+                key_by_key.decode(Some(&original), 0).ok();
+                key_by_key.shapes.clear();
+                let want = key_by_key.decode(Some(&variant), 1);
+                assert_eq!(got, want, "{}", String::from_utf8_lossy(&variant[from..]));
+                shaped_rows += usize::from(fits && matches!(got, Ok(Decoded::Row(_))));
+            }
+            if fixture != DELETE {
+                assert!(shaped_rows > 100, "rows read by a shape: {shaped_rows}");
+            }
+        }
+    }
+}
