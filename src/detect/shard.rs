@@ -145,6 +145,15 @@ impl Handler<Detect> for DetectorShard {
         let before = part.users.len();
         let mut alerts = Vec::new();
         let (mut misaligned, mut other_partition) = (0u64, None);
+        // The rows' users looked up first: lookups that do not wait on one
+        // another overlap their cache misses (user state is mostly out of
+        // the cache, pushed out by the records streaming through), and each
+        // user's state is on its way by the time its row is judged.
+        for row in &msg.rows {
+            if let Some(user) = part.users.get(&row.key) {
+                user.prefetch();
+            }
+        }
         for row in &msg.rows {
             let alerting = setup.alerting_ops.contains(&row.op);
             let user = match part.users.entry(row.key.clone()) {

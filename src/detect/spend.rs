@@ -75,6 +75,15 @@ impl SpendHistory {
         }
     }
 
+    /// Where the next update reads first: the oldest amount.
+    pub(super) fn oldest(&self) -> *const u8 {
+        match &self.amounts {
+            Amounts::Narrow(u) => super::oldest(&u.ring),
+            Amounts::Wide(u) => super::oldest(&u.ring),
+            Amounts::Decimals { ring, .. } => super::oldest(ring),
+        }
+    }
+
     /// `amount × n > factor × sum` (n the history's length), exactly.
     fn exceeded_by(&self, amount: Decimal, factor: Decimal) -> bool {
         let n = self.len();

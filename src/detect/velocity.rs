@@ -35,6 +35,11 @@ impl VelocityWindow {
     pub fn heap_bytes(&self) -> usize {
         self.times.capacity() * size_of::<i64>()
     }
+
+    /// Where the next update reads first: the oldest time.
+    pub(super) fn oldest(&self) -> *const u8 {
+        super::oldest(&self.times)
+    }
 }
 
 /// The evidence of a score above `alert_above`.
