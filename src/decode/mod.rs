@@ -368,17 +368,23 @@ impl Decoder {
     /// fit first), or `None` when no shape fits the payload.
     fn read_shaped<'a>(&mut self, plan: &SchemaPlan, payload: &'a str) -> Option<Envelope<'a>> {
         let columns = self.options.projection.columns().len();
-        let found = self.shapes.iter().enumerate().find_map(|(i, shape)| {
-            let mut row = ReadRow::new(columns);
-            let mut envelope = Envelope::default();
-            shape.read(payload, |field, r| self.read_field(field, r, plan, &mut envelope, &mut row))?;
-            envelope.after = Some(row);
-            Some((i, envelope))
-        });
-        let (i, envelope) = found?;
-        // The shape that fits goes first: a topic's records mostly share one.
-        self.shapes[..=i].rotate_right(1);
-        Some(envelope)
+        // Filled in place, not handed from try to try (an envelope is a
+        // few hundred bytes); what a shape that did not fit left is reset.
+        let mut envelope = Envelope::default();
+        let mut row = ReadRow::new(columns);
+        for i in 0..self.shapes.len() {
+            if i > 0 {
+                (envelope, row) = (Envelope::default(), ReadRow::new(columns));
+            }
+            let read = |field, r: &mut Reader<'a>| self.read_field(field, r, plan, &mut envelope, &mut row);
+            if self.shapes[i].read(payload, read).is_some() {
+                // The shape that fits goes first: a topic's records mostly share one.
+                self.shapes[..=i].rotate_right(1);
+                envelope.after = Some(row);
+                return Some(envelope);
+            }
+        }
+        None
     }
 
     /// Reads one value of a shaped payload where it belongs; `None` when it
