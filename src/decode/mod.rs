@@ -291,7 +291,7 @@ impl Decoder {
     /// row. The shape's keys are the envelope's (never both `schema` and
     /// `payload`), so only an `op` that is not null is left to check.
     fn decode_shaped_schemaless(&mut self, text: &str, offset: i64) -> Option<Result<Decoded, DecodeError>> {
-        if self.options.schemas == SchemaMode::Enabled || self.shapes.is_empty() {
+        if self.options.schemas == SchemaMode::Enabled {
             return None;
         }
         let plan = Arc::clone(&self.inferred_envelope);
@@ -326,7 +326,11 @@ impl Decoder {
             Some(envelope) => envelope,
             None => {
                 let envelope = self.read_envelope(plan, payload)?;
-                self.learn_shape(payload);
+                // Only a payload with an `after` object has a shape (not a
+                // delete's): the others are not walked a second time.
+                if envelope.after.is_some() {
+                    self.learn_shape(payload);
+                }
                 envelope
             }
         };
@@ -367,6 +371,9 @@ impl Decoder {
     /// The envelope's fields by a shape learned before (the last one to
     /// fit first), or `None` when no shape fits the payload.
     fn read_shaped<'a>(&mut self, plan: &SchemaPlan, payload: &'a str) -> Option<Envelope<'a>> {
+        if self.shapes.is_empty() {
+            return None;
+        }
         let columns = self.options.projection.columns().len();
         // Filled in place, not handed from try to try (an envelope is a
         // few hundred bytes); what a shape that did not fit left is reset.
@@ -414,9 +421,8 @@ impl Decoder {
     /// Learns the shape of a payload just read key by key, so the records
     /// laid out like it are read by their values alone.
     fn learn_shape(&mut self, payload: &str) {
-        let columns = self.options.projection.columns();
-        let column = |key: &str| columns.iter().position(|c| **c == *key);
-        if let Some(shape) = PayloadShape::learn(payload, column) {
+        let projection = &self.options.projection;
+        if let Some(shape) = PayloadShape::learn(payload, |key| projection.index(key)) {
             self.shapes.insert(0, shape);
             self.shapes.truncate(MAX_SHAPES);
         }
@@ -484,11 +490,10 @@ impl Decoder {
     /// [`ReadRow::error`]: the row is read to its end, so the JSON is
     /// checked whole, and refused only if it is used.
     fn read_row<'a>(&self, r: &mut Reader<'a>, plan: &SchemaPlan, flat: bool) -> Result<ReadRow<'a>, DecodeError> {
-        let columns = self.options.projection.columns();
-        let mut row = ReadRow::new(columns.len());
+        let mut row = ReadRow::new(self.options.projection.columns().len());
         let mut object = r.begin_object("a row object")?;
         while let Some(name) = r.next_key(&mut object)? {
-            if let Some(i) = columns.iter().position(|c| **c == *name) {
+            if let Some(i) = self.options.projection.index(&name) {
                 let json = r.value()?;
                 self.read_column(&mut row, plan, i, json);
                 continue;
@@ -675,7 +680,7 @@ struct Source<'a> {
 
 /// The keys of `source` vigil reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SourceKey {
+enum SourceKey {
     Schema,
     Table,
     Lsn,
@@ -720,7 +725,7 @@ impl<'a> Source<'a> {
 
 /// The keys of a Debezium payload, as the decoder tells them apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PayloadKey {
+enum PayloadKey {
     Op,
     Before,
     After,

@@ -483,21 +483,7 @@ const HIGHS: u64 = 0x8080_8080_8080_8080;
 /// records are mostly plain.
 #[inline]
 fn find_special(bytes: &[u8], from: usize) -> usize {
-    let mut i = from;
-    while let Some(chunk) = bytes.get(i..i + 8) {
-        let hits = special_bytes(word(chunk));
-        if hits != 0 {
-            return i + (hits.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    while let Some(&b) = bytes.get(i) {
-        if b == b'"' || b == b'\\' || b < 0x20 {
-            return i;
-        }
-        i += 1;
-    }
-    bytes.len()
+    first_where(bytes, from, special_bytes, |b| b == b'"' || b == b'\\' || b < 0x20)
 }
 
 /// The position of the first byte at or after `from` that is not an ASCII
@@ -505,15 +491,26 @@ fn find_special(bytes: &[u8], from: usize) -> usize {
 /// nanoseconds have nineteen.
 #[inline]
 fn digits_end(bytes: &[u8], from: usize) -> usize {
+    first_where(bytes, from, non_digits, |b| !b.is_ascii_digit())
+}
+
+/// The position of the first byte at or after `from` that `hit` holds
+/// for (the end when none): whole words through `hits` (the high bit of
+/// each such byte, the lowest one exact), the last few bytes one by one.
+#[inline(always)]
+fn first_where(bytes: &[u8], from: usize, hits: impl Fn(u64) -> u64, hit: impl Fn(u8) -> bool) -> usize {
     let mut i = from;
     while let Some(chunk) = bytes.get(i..i + 8) {
-        let hits = non_digits(word(chunk));
-        if hits != 0 {
-            return i + (hits.trailing_zeros() / 8) as usize;
+        let found = hits(word(chunk));
+        if found != 0 {
+            return i + (found.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
-    while matches!(bytes.get(i), Some(b'0'..=b'9')) {
+    while let Some(&b) = bytes.get(i) {
+        if hit(b) {
+            return i;
+        }
         i += 1;
     }
     i
