@@ -18,6 +18,9 @@ use vigil::dead_letter::{durable_producer_config, headers, DeadLetters};
 use vigil::decode::DecodeOptions;
 use vigil::metrics::Health;
 use vigil::row::{Key, Row, Value};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use vigil::source::records::{Fetched, RecordsQueue};
 use vigil::source::{BatchError, Downstream, Source, SourceParts};
 use vigil::time::EventTime;
 
@@ -343,4 +346,81 @@ async fn stalled_effects_pause_the_partition_and_it_resumes_where_it_stopped() {
     );
     assert_eq!(committed(&group, &input).get(&0), Some(&RECORDS));
     delete_topics(&[&input, &dlq]).await;
+}
+
+/// Partitions forwarded to a records queue before they are assigned send
+/// it every record, several per call, in offset order, and none to the
+/// consumer queue; a seek reads a partition again from there.
+#[actix_rt::test]
+async fn forwarded_partitions_come_in_batches_in_order_and_never_on_the_consumer_queue() {
+    let topic = format!("vigil-test-records-{}", unique_base());
+    create_topic(&topic, 2).await;
+    const PER_PARTITION: i64 = 3_000;
+    let producer = producer();
+    for partition in 0..2 {
+        for chunk in (0..PER_PARTITION).collect::<Vec<_>>().chunks(1_000) {
+            let sends = chunk.iter().map(|i| {
+                let (producer, topic, value) = (&producer, &topic, format!("{partition}-{i}"));
+                async move { send(producer, topic, Some(partition), None, Some(value.as_bytes())).await }
+            });
+            futures::future::join_all(sends).await;
+        }
+    }
+
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", &topic)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let records = RecordsQueue::new(&consumer).expect("a records queue");
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..2 {
+        assert!(records.forward(&consumer, &topic, partition), "partition {partition} forwarded");
+        assignment.add_partition_offset(&topic, partition, Offset::Beginning).expect("assignment");
+    }
+    consumer.assign(&assignment).expect("assign");
+
+    let mut fetched = Fetched::default();
+    // Reads `want` records: (partition, offset, value), and the most one call gave.
+    let mut read = |want: usize| {
+        let (mut got, mut most) = (Vec::new(), 0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while got.len() < want && Instant::now() < deadline {
+            assert!(
+                !matches!(consumer.poll(Duration::ZERO), Some(Ok(_))),
+                "a record came on the consumer queue"
+            );
+            records.fill(Duration::from_millis(100), 500, &mut fetched);
+            let before = got.len();
+            for record in fetched.runs().flatten() {
+                assert!(record.error().is_none(), "{:?}", record.error());
+                let value = String::from_utf8_lossy(record.payload().unwrap_or_default()).into_owned();
+                got.push((record.partition(), record.offset(), value));
+            }
+            most = most.max(got.len() - before);
+        }
+        (got, most)
+    };
+    let in_order = |got: &[(i32, i64, String)], partition: i32, from: i64| {
+        let of: Vec<(i64, &str)> =
+            got.iter().filter(|r| r.0 == partition).map(|r| (r.1, r.2.as_str())).collect();
+        let want: Vec<(i64, String)> = (from..PER_PARTITION).map(|o| (o, format!("{partition}-{o}"))).collect();
+        of.len() == want.len() && of.iter().zip(&want).all(|(a, b)| a.0 == b.0 && a.1 == b.1)
+    };
+
+    let (got, most) = read(2 * PER_PARTITION as usize);
+    assert_eq!(got.len(), 2 * PER_PARTITION as usize, "every record came");
+    assert!(in_order(&got, 0, 0) && in_order(&got, 1, 0), "each partition's records once, in offset order");
+    assert!(most > 1, "records come several per call (at most {most})");
+
+    consumer.seek(&topic, 0, Offset::Offset(1_000), Duration::from_secs(10)).expect("seek");
+    let (again, _) = read((PER_PARTITION - 1_000) as usize);
+    assert!(in_order(&again, 0, 1_000), "after the seek, partition 0 from offset 1000 once, in order");
+    assert!(!matches!(consumer.poll(Duration::ZERO), Some(Ok(_))), "a record came on the consumer queue");
+
+    drop(fetched);
+    drop(records);
+    drop(consumer);
+    delete_topics(&[&topic]).await;
 }

@@ -2,15 +2,15 @@
 //! group, a poll thread, and one supervised [`PartitionActor`] per assigned
 //! partition.
 //!
-//! The poll thread reads the consumer's main queue and copies records into
-//! per-partition [`RecordBatch`]es, which it hands to the partition actors
-//! (spread over the worker arbiters, so decoding uses every core). It does
-//! not split librdkafka's partition queues: a split queue that stops waking
-//! its reader, a partition stranded when its queue is dropped, and main-queue
-//! messages interleaving after a split are reported hazards that one reader
-//! of one queue cannot have. Rebalance callbacks run on the poll thread, so
-//! a revocation drains the leaving partitions' actors and commits their
-//! offsets before the partitions are given up.
+//! The poll thread takes records a batch at a time from the
+//! [`RecordsQueue`] every assigned partition's records are forwarded to,
+//! and copies them into per-partition [`RecordBatch`]es, which it hands to
+//! the partition actors (spread over the worker arbiters, so decoding uses
+//! every core). Between batches it serves the consumer queue: rebalances,
+//! errors and statistics. Rebalance callbacks run on the poll thread, so a
+//! revocation drains the leaving partitions' actors and commits their
+//! offsets before the partitions are given up, and an assignment forwards
+//! the arriving partitions' records before librdkafka fetches any.
 //!
 //! Offsets: a partition actor reports the offset after the last batch whose
 //! effects are durable ([`offsets::CompletionTracker`]); the poll thread
@@ -24,6 +24,7 @@
 pub mod batch;
 pub mod offsets;
 mod partition;
+pub mod records;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -47,6 +48,7 @@ use crate::metrics::{names, Health};
 use crate::row::Row;
 use batch::{BufferPool, RecordBatch};
 use partition::{Drain, PartitionActor, PartitionSetup};
+use records::{Fetched, RecordsQueue};
 
 /// Records per batch handed to a partition actor, at most.
 const MAX_BATCH_RECORDS: usize = 2_000;
@@ -159,13 +161,19 @@ impl Source {
             arenas: Arc::new(BufferPool::default()),
         };
         let consumer: BaseConsumer<SourceContext> = consumer_config(&pipeline).create_with_context(context)?;
+        let records = RecordsQueue::new(&consumer)
+            .map(Arc::new)
+            .ok_or_else(|| rdkafka::error::KafkaError::ClientCreation("librdkafka gave no queue".into()))?;
+        if let Ok(mut state) = consumer.context().state.lock() {
+            state.records = Some(Arc::clone(&records));
+        }
         let topics: Vec<&str> = pipeline.source.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         let consumer = Arc::new(consumer);
         let flag = Arc::clone(&shutdown);
         let thread = std::thread::Builder::new()
             .name(format!("poll-{}", pipeline.name))
-            .spawn(move || poll_loop(consumer, flag, control_rx))
+            .spawn(move || poll_loop(consumer, records, flag, control_rx))
             .map_err(|e| rdkafka::error::KafkaError::ClientCreation(e.to_string()))?;
         Ok(Source { shutdown, thread: Some(thread) })
     }
@@ -200,6 +208,9 @@ struct PartitionSlot {
 #[derive(Default)]
 struct State {
     partitions: HashMap<(Arc<str>, i32), PartitionSlot>,
+    /// Where assigned partitions' records go; set while the poll thread
+    /// reads it.
+    records: Option<Arc<RecordsQueue>>,
 }
 
 /// What partition actors ask of the poll thread, which owns the consumer.
@@ -235,6 +246,9 @@ impl ClientContext for SourceContext {
 
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.forward_records(consumer, tpl);
+        }
         if let Rebalance::Revoke(tpl) = rebalance {
             let leaving: Vec<(Arc<str>, i32)> =
                 tpl.elements().iter().map(|e| (Arc::from(e.topic()), e.partition())).collect();
@@ -268,6 +282,19 @@ fn partition_list(parts: &[(Arc<str>, i32)]) -> Vec<String> {
 }
 
 impl SourceContext {
+    /// Sends arriving partitions' records to the records queue, before
+    /// librdkafka starts fetching them.
+    fn forward_records(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let records = self.state.lock().ok().and_then(|state| state.records.clone());
+        let Some(records) = records else { return };
+        for e in tpl.elements() {
+            if !records.forward(consumer, e.topic(), e.partition()) {
+                warn!(pipeline = %self.name, topic = e.topic(), partition = e.partition(),
+                    "no queue for the partition; its records are read one at a time");
+            }
+        }
+    }
+
     /// Starts a supervised actor for a newly assigned partition.
     fn adopt(&self, topic: Arc<str>, partition: i32) {
         let arbiters = &self.parts.arbiters;
@@ -363,64 +390,44 @@ fn commit_list(tpl: &TopicPartitionList) -> Vec<String> {
 
 /// The poll thread: read, batch, hand over, pause and resume, rewind; on
 /// shutdown drain everything and leave the group.
-fn poll_loop(consumer: Arc<BaseConsumer<SourceContext>>, shutdown: Arc<AtomicBool>, control: mpsc::Receiver<Control>) {
+fn poll_loop(
+    consumer: Arc<BaseConsumer<SourceContext>>,
+    records: Arc<RecordsQueue>,
+    shutdown: Arc<AtomicBool>,
+    control: mpsc::Receiver<Control>,
+) {
     let ctx = consumer.context();
     let name = ctx.name.clone();
-    let mut read_since_dispatch = 0usize;
     let mut last_commit = Instant::now();
-    // The key of the last record's partition, reused while records of one
-    // partition follow each other (they come a fetch at a time).
-    let mut last_key: Option<(Arc<str>, i32)> = None;
+    let mut fetched = Fetched::default();
     while !shutdown.load(Ordering::SeqCst) {
-        // Between bursts of records, not per record: both read the clock
-        // or a channel.
-        if read_since_dispatch == 0 {
-            while let Ok(request) = control.try_recv() {
-                apply_control(&consumer, request);
-            }
-            if last_commit.elapsed() >= COMMIT_INTERVAL {
-                commit_progress(&consumer);
-                last_commit = Instant::now();
-            }
+        while let Ok(request) = control.try_recv() {
+            apply_control(&consumer, request);
         }
-        let timeout = if read_since_dispatch == 0 { Duration::from_millis(100) } else { Duration::ZERO };
-        match consumer.poll(timeout) {
+        if last_commit.elapsed() >= COMMIT_INTERVAL {
+            commit_progress(&consumer);
+            last_commit = Instant::now();
+        }
+        // Rebalances, errors and statistics; a record here belongs to a
+        // partition whose records could not be forwarded.
+        match consumer.poll(Duration::ZERO) {
             Some(Ok(message)) => {
-                read_since_dispatch += 1;
-                let Ok(mut state) = ctx.state.lock() else {
-                    break;
-                };
-                let key = match last_key.take() {
-                    Some(key) if key.1 == message.partition() && &*key.0 == message.topic() => key,
-                    _ => (Arc::<str>::from(message.topic()), message.partition()),
-                };
-                // A record of a partition already revoked: its next owner reads it.
-                let Some(slot) = state.partitions.get_mut(&key) else {
-                    continue;
-                };
-                if slot.paused {
-                    skip_from(slot, Some(message.offset()));
-                } else {
-                    let batch = slot.pending.get_or_insert_with(|| {
-                        RecordBatch::pooled(Arc::clone(&slot.topic), key.1, slot.epoch, &ctx.arenas)
-                    });
-                    batch.push(message.offset(), message.key(), message.payload());
-                    if batch.len() >= MAX_BATCH_RECORDS || batch.byte_len() >= MAX_BATCH_BYTES {
-                        dispatch(slot);
-                    }
-                }
-                last_key = Some(key);
-                if read_since_dispatch < MAX_BATCH_RECORDS {
-                    continue;
-                }
+                let Ok(mut state) = ctx.state.lock() else { break };
+                let record = (message.offset(), message.key(), message.payload());
+                accept(ctx, &mut state, message.topic(), message.partition(), [record].into_iter());
             }
             Some(Err(e)) => warn!(pipeline = %name, error = %e, "consumer error"),
             None => {}
         }
-        read_since_dispatch = 0;
-        let Ok(mut state) = ctx.state.lock() else {
-            break;
-        };
+        records.fill(Duration::from_millis(100), MAX_BATCH_RECORDS, &mut fetched);
+        let Ok(mut state) = ctx.state.lock() else { break };
+        for run in fetched.runs() {
+            for (r, e) in run.iter().filter_map(|r| r.error().map(|e| (r, e))) {
+                warn!(pipeline = %name, topic = r.topic(), partition = r.partition(), error = %e, "consumer error");
+            }
+            let records = run.iter().filter(|r| r.error().is_none()).map(|r| (r.offset(), r.key(), r.payload()));
+            accept(ctx, &mut state, run[0].topic(), run[0].partition(), records);
+        }
         for slot in state.partitions.values_mut() {
             dispatch(slot);
         }
@@ -428,12 +435,47 @@ fn poll_loop(consumer: Arc<BaseConsumer<SourceContext>>, shutdown: Arc<AtomicBoo
     }
     info!(pipeline = %name, "stopping: draining partitions");
     let all: Vec<(Arc<str>, i32)> = match ctx.state.lock() {
-        Ok(state) => state.partitions.keys().cloned().collect(),
+        Ok(mut state) => {
+            state.records = None;
+            state.partitions.keys().cloned().collect()
+        }
         Err(_) => Vec::new(),
     };
     ctx.retire(&consumer, &all);
     consumer.unsubscribe();
+    // The queue goes before the consumer: librdkafka wants its queues
+    // destroyed before the client.
+    drop(fetched);
+    drop(records);
     info!(pipeline = %name, "left the consumer group");
+}
+
+/// Adds a run of one partition's records (offset, key, value) to its
+/// pending batch, handing batches over as they fill.
+fn accept<'a>(
+    ctx: &SourceContext,
+    state: &mut State,
+    topic: &str,
+    partition: i32,
+    records: impl Iterator<Item = (i64, Option<&'a [u8]>, Option<&'a [u8]>)>,
+) {
+    // A record of a partition already revoked: its next owner reads it.
+    let Some(slot) = state.partitions.get_mut(&(Arc::<str>::from(topic), partition)) else {
+        return;
+    };
+    for (offset, key, value) in records {
+        if slot.paused {
+            skip_from(slot, Some(offset));
+            continue;
+        }
+        let batch = slot
+            .pending
+            .get_or_insert_with(|| RecordBatch::pooled(Arc::clone(&slot.topic), partition, slot.epoch, &ctx.arenas));
+        batch.push(offset, key, value);
+        if batch.len() >= MAX_BATCH_RECORDS || batch.byte_len() >= MAX_BATCH_BYTES {
+            dispatch(slot);
+        }
+    }
 }
 
 /// Hands a partition's pending batch to its actor, unless the actor has
