@@ -43,6 +43,14 @@ fn two_hundred_thousand_records_verify_with_no_missing_unexpected_or_duplicate_a
     let lag = r["lag_over_time"].as_array().expect("lag over time");
     assert_eq!(lag.last().map(|l| &l[1]), Some(&0.into()), "nothing behind at the end: {lag:?}");
     assert!(r["throughput_over_time"].as_array().is_some_and(|t| !t.is_empty()), "{}", r["throughput_over_time"]);
+    // The baseline reads the topic before vigil and again after it; vigil
+    // is held to the faster read.
+    assert_eq!((&r["baseline"]["records"], &r["baseline_after"]["records"]), (&200_000.into(), &200_000.into()));
+    let rate = |b: &serde_json::Value| b["records_per_second"].as_f64().expect("a baseline rate");
+    let ceiling = r["baseline_ceiling_per_second"].as_f64().expect("the ceiling");
+    assert_eq!(ceiling, rate(&r["baseline"]).max(rate(&r["baseline_after"])));
+    let sustained = r["vigil"]["records_per_second_sustained"].as_f64().expect("vigil's rate");
+    assert_eq!(r["ratio_to_baseline"].as_f64(), Some(sustained / ceiling));
     let png = std::fs::read(&chart).expect("chart written");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "a PNG chart of {} bytes", png.len());
     let _ = std::fs::remove_file(&chart);

@@ -168,7 +168,10 @@ impl Source {
             state.records = Some(Arc::clone(&records));
         }
         let topics: Vec<&str> = pipeline.source.topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topics)?;
+        if let Err(e) = consumer.subscribe(&topics) {
+            release_records(&consumer);
+            return Err(e);
+        }
         let consumer = Arc::new(consumer);
         let flag = Arc::clone(&shutdown);
         let thread = std::thread::Builder::new()
@@ -435,19 +438,22 @@ fn poll_loop(
     }
     info!(pipeline = %name, "stopping: draining partitions");
     let all: Vec<(Arc<str>, i32)> = match ctx.state.lock() {
-        Ok(mut state) => {
-            state.records = None;
-            state.partitions.keys().cloned().collect()
-        }
+        Ok(state) => state.partitions.keys().cloned().collect(),
         Err(_) => Vec::new(),
     };
     ctx.retire(&consumer, &all);
     consumer.unsubscribe();
-    // The queue goes before the consumer: librdkafka wants its queues
-    // destroyed before the client.
     drop(fetched);
     drop(records);
+    release_records(&consumer);
     info!(pipeline = %name, "left the consumer group");
+}
+
+/// Drops the context's hold on the records queue: librdkafka wants its
+/// queues destroyed before the client, and the context outlives it.
+fn release_records(consumer: &BaseConsumer<SourceContext>) {
+    let mut state = consumer.context().state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    state.records = None;
 }
 
 /// Adds a run of one partition's records (offset, key, value) to its

@@ -40,8 +40,13 @@ impl Baseline {
     }
 
     pub fn summary(&self) -> String {
+        self.summary_as("baseline consumer")
+    }
+
+    /// The summary line under `label` (padded to the report's column).
+    pub fn summary_as(&self, label: &str) -> String {
         format!(
-            "baseline consumer  {:>10.0} records/s ({} records in {:.2} s, {:.2} CPU s)",
+            "{label:<18} {:>10.0} records/s ({} records in {:.2} s, {:.2} CPU s)",
             self.scan.rate(),
             self.scan.records,
             self.scan.seconds,

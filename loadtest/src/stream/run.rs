@@ -100,6 +100,10 @@ impl Names {
 struct Measured {
     produced: Produced,
     baseline: Baseline,
+    /// Preloaded runs read the topic again once vigil is done, so neither
+    /// side gains from going second (a warmer page cache, the produce's
+    /// writeback over).
+    baseline_after: Option<Baseline>,
     samples: Vec<Sample>,
     /// Wall clock at vigil's start, ms: time zero of the samples.
     vigil_started_ms: i64,
@@ -138,7 +142,7 @@ fn steady(
         anyhow::Ok((produced?, samples?))
     })?;
     let baseline = baseline::measure(&args.kafka.brokers, &manifest.topic)?;
-    Ok((Measured { produced, baseline, samples, vigil_started_ms }, vigil))
+    Ok((Measured { produced, baseline, baseline_after: None, samples, vigil_started_ms }, vigil))
 }
 
 /// Preloaded: the whole topic first, the baseline on it, then vigil.
@@ -154,7 +158,7 @@ fn preloaded(
     let baseline = baseline::measure(&args.kafka.brokers, &manifest.topic)?;
     let (mut vigil, since, vigil_started_ms) = w.start()?;
     let samples = w.watch.until_committed(&mut vigil, since, Some(produced.count), || true)?;
-    Ok((Measured { produced, baseline, samples, vigil_started_ms }, vigil))
+    Ok((Measured { produced, baseline, baseline_after: None, samples, vigil_started_ms }, vigil))
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -173,12 +177,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let sink = EnvelopeSink::new(&brokers, input, args.partitions, args.workload.schemaless)?;
     let watch = Watch::new(&brokers, &names.group, input)?;
     let w = Watched { start: &|| Vigil::start(&binary, &pipeline, &log), watch: &watch };
-    let (measured, mut vigil) = match args.rate {
+    let (mut measured, mut vigil) = match args.rate {
         Some(rate) => steady(&args, rate, &sink, &manifest, w)?,
         None => preloaded(&args, &sink, &manifest, w)?,
     };
     let usage = vigil.usage();
     vigil.stop();
+    if args.rate.is_none() {
+        measured.baseline_after = Some(baseline::measure(&args.kafka.brokers, input)?);
+    }
     manifest.count = measured.produced.count;
     let manifest_path = names.dir.join("manifest.json");
     manifest.write(&manifest_path)?;
@@ -218,6 +225,12 @@ impl Report<'_> {
         watch::sustained(&self.m.samples)
     }
 
+    /// The faster of the baseline's reads: the ceiling vigil is held to.
+    fn ceiling(&self) -> f64 {
+        let after = self.m.baseline_after.as_ref().map_or(0.0, |b| b.scan.rate());
+        self.m.baseline.scan.rate().max(after)
+    }
+
     fn mode(&self) -> &'static str {
         if self.args.rate.is_some() {
             "steady rate"
@@ -238,6 +251,8 @@ impl Report<'_> {
             "target_rate": self.args.rate,
             "produce_per_second": m.produced.rate(),
             "baseline": m.baseline.json(),
+            "baseline_after": m.baseline_after.as_ref().map(Baseline::json),
+            "baseline_ceiling_per_second": self.ceiling(),
             "vigil": {
                 "records_per_second_sustained": self.sustained(),
                 "seconds_to_commit_all": samples.last().map_or(0.0, |s| s.seconds),
@@ -245,7 +260,7 @@ impl Report<'_> {
                 "records_per_cpu_second": self.records() as f64 / self.cpu_seconds.max(1e-3),
                 "peak_rss_mib": self.rss,
             },
-            "ratio_to_baseline": self.sustained() / m.baseline.scan.rate(),
+            "ratio_to_baseline": self.sustained() / self.ceiling(),
             "latency_ms": self.v.latency_json(),
             "committed_over_time": watch::thin(&committed),
             "lag_over_time": watch::thin(&watch::lag(samples)),
@@ -259,15 +274,19 @@ impl Report<'_> {
 
     fn summary(&self) -> String {
         let sustained = self.sustained();
+        let mut baselines = self.m.baseline.summary();
+        if let Some(after) = &self.m.baseline_after {
+            baselines = format!("{baselines}\n{}", after.summary_as("  read again after"));
+        }
         format!(
             "records {} over {} partitions ({})\n{}\n\
-             vigil              {:>10.0} records/s sustained ({:.0}% of baseline), {:.1} CPU s, {:.0} records per CPU s, peak RSS {:.0} MiB\n{}",
+             vigil              {:>10.0} records/s sustained ({:.0}% of the faster baseline), {:.1} CPU s, {:.0} records per CPU s, peak RSS {:.0} MiB\n{}",
             self.records(),
             self.args.partitions,
             self.mode(),
-            self.m.baseline.summary(),
+            baselines,
             sustained,
-            100.0 * sustained / self.m.baseline.scan.rate(),
+            100.0 * sustained / self.ceiling(),
             self.cpu_seconds,
             self.records() as f64 / self.cpu_seconds.max(1e-3),
             self.rss,
