@@ -2,7 +2,8 @@
 //! Produces with planted fraud, measures the baseline consumer, runs vigil
 //! on the same topic and watches its commits, then verifies every alert:
 //! missing, unexpected and duplicate alerts fail the run. The report gives
-//! vigil's rate (from its committed offsets) beside the baseline's, its CPU
+//! vigil's rate (from its committed offsets) beside the baseline's (the
+//! faster of its reads before and after vigil, when preloaded), its CPU
 //! seconds and peak RSS, its lag and throughput over time, and end-to-end
 //! latency percentiles (meaningful when records are produced at a steady
 //! `--rate` while vigil runs; without it the topic is preloaded first).
@@ -145,7 +146,8 @@ fn steady(
     Ok((Measured { produced, baseline, baseline_after: None, samples, vigil_started_ms }, vigil))
 }
 
-/// Preloaded: the whole topic first, the baseline on it, then vigil.
+/// Preloaded: the whole topic first and on disk, the baseline on it, then
+/// vigil (and the baseline again once vigil is stopped, in `run`).
 fn preloaded(
     args: &RunArgs,
     sink: &EnvelopeSink,
@@ -155,10 +157,26 @@ fn preloaded(
     let pace = Pace::new(None, Some(args.records), None);
     let mut progress = Progress::new("produce", Some(args.records));
     let produced = produce::to_kafka(sink, &manifest.workload(), &pace, &mut progress)?;
+    settle_writes();
     let baseline = baseline::measure(&args.kafka.brokers, &manifest.topic)?;
     let (mut vigil, since, vigil_started_ms) = w.start()?;
     let samples = w.watch.until_committed(&mut vigil, since, Some(produced.count), || true)?;
     Ok((Measured { produced, baseline, baseline_after: None, samples, vigil_started_ms }, vigil))
+}
+
+/// Waits until what was produced is on disk, when the broker runs on this
+/// machine: after a large produce the kernel writes gigabytes back in
+/// bursts for half a minute, and a reader measured meanwhile (the baseline
+/// or vigil) loses up to half its rate to them. Quick when the broker is
+/// elsewhere.
+fn settle_writes() {
+    let started = Instant::now();
+    match std::process::Command::new("sync").status() {
+        Ok(status) if status.success() => {
+            eprintln!("loadtest: produced records on disk (sync: {:.1} s)", started.elapsed().as_secs_f64())
+        }
+        other => eprintln!("loadtest: sync failed ({other:?}); measuring without it"),
+    }
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
