@@ -2,11 +2,11 @@
 //! at a time.
 //!
 //! The rdkafka crate reads the consumer queue an event at a time, and each
-//! event costs its lock, clock reads and allocation: per record, that was a
-//! third of the poll thread. librdkafka can hand out records in batches
-//! (`rd_kafka_consume_batch_queue`), but not from the consumer queue:
-//! there it would serve a rebalance itself, unassigning without telling
-//! vigil, and nothing would drain or commit. So the records go elsewhere:
+//! event costs its lock, clock reads and an allocation, per record; taken
+//! in batches, the poll thread needs about 30% less CPU. librdkafka hands
+//! out records in batches (`rd_kafka_consume_batch_queue`), but not from
+//! the consumer queue: there it would serve a rebalance itself, unassigning
+//! without telling vigil, and nothing would drain or commit. So the records go elsewhere:
 //! each partition's fetch queue is forwarded to a [`RecordsQueue`] before
 //! the partition is assigned. librdkafka keeps a forward the application
 //! set when it starts fetching, so every record of the partition arrives

@@ -102,8 +102,8 @@ struct Measured {
     produced: Produced,
     baseline: Baseline,
     /// Preloaded runs read the topic again once vigil is done, so neither
-    /// side gains from going second (a warmer page cache, the produce's
-    /// writeback over).
+    /// side gains from going second: when the page cache is short, the
+    /// first read of a fresh topic goes partly to disk.
     baseline_after: Option<Baseline>,
     samples: Vec<Sample>,
     /// Wall clock at vigil's start, ms: time zero of the samples.
@@ -165,10 +165,9 @@ fn preloaded(
 }
 
 /// Waits until what was produced is on disk, when the broker runs on this
-/// machine: after a large produce the kernel writes gigabytes back in
-/// bursts for half a minute, and a reader measured meanwhile (the baseline
-/// or vigil) loses up to half its rate to them. Quick when the broker is
-/// elsewhere.
+/// machine: after a large produce the kernel would otherwise write
+/// gigabytes back, in bursts, during the measurements. Quick when the
+/// broker is elsewhere.
 fn settle_writes() {
     let started = Instant::now();
     match std::process::Command::new("sync").status() {
@@ -292,13 +291,14 @@ impl Report<'_> {
 
     fn summary(&self) -> String {
         let sustained = self.sustained();
-        let mut baselines = self.m.baseline.summary();
+        let (mut baselines, mut of) = (self.m.baseline.summary(), "baseline");
         if let Some(after) = &self.m.baseline_after {
             baselines = format!("{baselines}\n{}", after.summary_as("  read again after"));
+            of = "the faster baseline read";
         }
         format!(
             "records {} over {} partitions ({})\n{}\n\
-             vigil              {:>10.0} records/s sustained ({:.0}% of the faster baseline), {:.1} CPU s, {:.0} records per CPU s, peak RSS {:.0} MiB\n{}",
+             vigil              {:>10.0} records/s sustained ({:.0}% of {of}), {:.1} CPU s, {:.0} records per CPU s, peak RSS {:.0} MiB\n{}",
             self.records(),
             self.args.partitions,
             self.mode(),
