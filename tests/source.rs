@@ -12,14 +12,14 @@ use std::time::{Duration, Instant};
 
 use actix::Arbiter;
 use futures::future::BoxFuture;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
 use rust_decimal::Decimal;
 use vigil::config::{load_str, Pipeline};
 use vigil::dead_letter::{durable_producer_config, headers, DeadLetters};
 use vigil::decode::DecodeOptions;
 use vigil::metrics::Health;
 use vigil::row::{Key, Row, Value};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use vigil::source::records::{Fetched, RecordsQueue};
 use vigil::source::{BatchError, Downstream, Source, SourceParts};
 use vigil::time::EventTime;
@@ -387,10 +387,7 @@ async fn forwarded_partitions_come_in_batches_in_order_and_never_on_the_consumer
         let (mut got, mut most) = (Vec::new(), 0);
         let deadline = Instant::now() + Duration::from_secs(30);
         while got.len() < want && Instant::now() < deadline {
-            assert!(
-                !matches!(consumer.poll(Duration::ZERO), Some(Ok(_))),
-                "a record came on the consumer queue"
-            );
+            assert!(!matches!(consumer.poll(Duration::ZERO), Some(Ok(_))), "a record came on the consumer queue");
             records.fill(Duration::from_millis(100), 500, &mut fetched);
             let before = got.len();
             for record in fetched.runs().flatten() {
@@ -403,8 +400,7 @@ async fn forwarded_partitions_come_in_batches_in_order_and_never_on_the_consumer
         (got, most)
     };
     let in_order = |got: &[(i32, i64, String)], partition: i32, from: i64| {
-        let of: Vec<(i64, &str)> =
-            got.iter().filter(|r| r.0 == partition).map(|r| (r.1, r.2.as_str())).collect();
+        let of: Vec<(i64, &str)> = got.iter().filter(|r| r.0 == partition).map(|r| (r.1, r.2.as_str())).collect();
         let want: Vec<(i64, String)> = (from..PER_PARTITION).map(|o| (o, format!("{partition}-{o}"))).collect();
         of.len() == want.len() && of.iter().zip(&want).all(|(a, b)| a.0 == b.0 && a.1 == b.1)
     };

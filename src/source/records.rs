@@ -79,7 +79,8 @@ impl RecordsQueue {
         }
         // SAFETY: `into` has room for `into.len()` pointers; librdkafka
         // writes at most that many and returns how many, or -1.
-        let n = unsafe { rd::rd_kafka_consume_batch_queue(self.queue.as_ptr(), timeout_ms, into.as_mut_ptr(), into.len()) };
+        let n =
+            unsafe { rd::rd_kafka_consume_batch_queue(self.queue.as_ptr(), timeout_ms, into.as_mut_ptr(), into.len()) };
         usize::try_from(n).unwrap_or(0)
     }
 }
