@@ -249,15 +249,16 @@ impl ClientContext for SourceContext {
 
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            self.forward_records(consumer, tpl);
-        }
-        if let Rebalance::Revoke(tpl) = rebalance {
-            let leaving: Vec<(Arc<str>, i32)> =
-                tpl.elements().iter().map(|e| (Arc::from(e.topic()), e.partition())).collect();
-            metrics::counter!(names::REBALANCES, "pipeline" => self.name.clone(), "kind" => "revoke").increment(1);
-            info!(pipeline = %self.name, partitions = ?partition_list(&leaving), "partitions revoked: draining");
-            self.retire(consumer, &leaving);
+        match rebalance {
+            Rebalance::Assign(tpl) => self.forward_records(consumer, tpl),
+            Rebalance::Revoke(tpl) => {
+                let leaving: Vec<(Arc<str>, i32)> =
+                    tpl.elements().iter().map(|e| (Arc::from(e.topic()), e.partition())).collect();
+                metrics::counter!(names::REBALANCES, "pipeline" => self.name.clone(), "kind" => "revoke").increment(1);
+                info!(pipeline = %self.name, partitions = ?partition_list(&leaving), "partitions revoked: draining");
+                self.retire(consumer, &leaving);
+            }
+            Rebalance::Error(_) => {}
         }
     }
 
@@ -425,10 +426,13 @@ fn poll_loop(
         records.fill(Duration::from_millis(100), MAX_BATCH_RECORDS, &mut fetched);
         let Ok(mut state) = ctx.state.lock() else { break };
         for run in fetched.runs() {
-            for (r, e) in run.iter().filter_map(|r| r.error().map(|e| (r, e))) {
-                warn!(pipeline = %name, topic = r.topic(), partition = r.partition(), error = %e, "consumer error");
-            }
-            let records = run.iter().filter(|r| r.error().is_none()).map(|r| (r.offset(), r.key(), r.payload()));
+            let records = run.iter().filter_map(|r| match r.error() {
+                Some(e) => {
+                    warn!(pipeline = %name, topic = r.topic(), partition = r.partition(), error = %e, "consumer error");
+                    None
+                }
+                None => Some((r.offset(), r.key(), r.payload())),
+            });
             accept(ctx, &mut state, run[0].topic(), run[0].partition(), records);
         }
         for slot in state.partitions.values_mut() {
