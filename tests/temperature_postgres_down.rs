@@ -1,7 +1,8 @@
-//! PostgreSQL stopped during a run: vigil keeps running, says so (log,
-//! `/health`, failure metric), retries with backoff, and once PostgreSQL is
-//! back fills every window it missed, once each; the window whose run was
-//! cut short was rolled back and is computed again, whole.
+//! PostgreSQL gone during a run (an immediate shutdown, as in a crash):
+//! vigil keeps running, says so (log, `/health`, failure metric), retries
+//! with backoff, and once PostgreSQL is back fills every window it missed,
+//! once each; the window whose run was cut short was rolled back and is
+//! computed again, whole.
 //!
 //! The test runs a PostgreSQL cluster of its own (initdb in a temporary
 //! folder, a free port), so stopping it touches neither the shared stack
@@ -89,8 +90,10 @@ async fn postgres_stopped_during_a_run_then_back_fills_the_missed_windows() {
     let before = windows(&client, &name).await;
     let in_flight = before.last().expect("windows").end; // start of the window being computed
 
-    // PostgreSQL goes away in the middle of that run.
-    tokio::task::block_in_place(|| pg.stop());
+    // PostgreSQL goes away in the middle of that run, all sessions at once:
+    // the lock holder's session must not end (and release the lock) before
+    // vigil's does.
+    tokio::task::block_in_place(|| pg.crash());
     let down_at = now_micros();
     drop((client, blocker));
 

@@ -302,9 +302,14 @@ impl OwnPostgres {
         self.run_checked("pg_ctl", &["-D", &self.data(), "-l", &log, "-o", &options, "-w", "-t", "60", "start"]);
     }
 
-    /// Fast shutdown: every session is ended, as an outage does.
-    pub fn stop(&self) {
-        self.run_checked("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "-t", "60", "stop"]);
+    /// Immediate shutdown: every session ends at once, nothing is rolled
+    /// back or released first, as when the server crashes. (A fast shutdown
+    /// ends sessions one by one: a session that holds a lock can abort and
+    /// release it before a session waiting for that lock is ended, and the
+    /// waiting transaction may then still commit.) The next start recovers
+    /// from the write-ahead log.
+    pub fn crash(&self) {
+        self.run_checked("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "-t", "60", "stop"]);
     }
 
     fn command(&self, tool: &str) -> Command {
