@@ -20,25 +20,7 @@ use support_pg::*;
 
 const EVERY: i64 = 2 * MICROS;
 const GRACE: i64 = 300_000;
-
-async fn wait_windows(
-    pg: &OwnPostgres,
-    name: &str,
-    what: &str,
-    logs: &dyn Fn() -> String,
-    done: impl Fn(&[WindowRow]) -> bool,
-) -> Vec<WindowRow> {
-    let client = connect(&pg.url()).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let rows = windows(&client, name).await;
-        if done(&rows) {
-            return rows;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{what}: windows {rows:#?}\n--- log:\n{}", logs());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+const LIMIT: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_during_a_run_then_back_fills_the_missed_windows() {
@@ -61,7 +43,7 @@ async fn postgres_stopped_during_a_run_then_back_fills_the_missed_windows() {
     );
     let file = batch_file(&name, &yaml);
     let mut vigil = Vigil::start(&file, "v");
-    wait_windows(&pg, &name, "the first scheduled window", &|| vigil.log(), |w| {
+    wait_windows(&client, &name, LIMIT, "the first scheduled window", &|| vigil.log(), |w| {
         w.last().is_some_and(|w| w.end >= t0 + EVERY)
     })
     .await;
@@ -110,7 +92,8 @@ async fn postgres_stopped_during_a_run_then_back_fills_the_missed_windows() {
     tokio::task::block_in_place(|| pg.start_again());
     let up_at = now_micros();
 
-    wait_windows(&pg, &name, "windows filled after PostgreSQL is back", &|| vigil.log(), |w| {
+    let client = connect(&pg.url()).await;
+    wait_windows(&client, &name, LIMIT, "windows filled after PostgreSQL is back", &|| vigil.log(), |w| {
         w.last().is_some_and(|w| w.end >= up_at + EVERY)
     })
     .await;
@@ -118,7 +101,6 @@ async fn postgres_stopped_during_a_run_then_back_fills_the_missed_windows() {
     assert!(vigil.log().contains("batch job runs again"), "{}", vigil.log());
     assert!(vigil.terminate().success(), "{}", vigil.log());
 
-    let client = connect(&pg.url()).await;
     let rows = windows(&client, &name).await;
     assert_contiguous(&rows);
     for w in &rows {

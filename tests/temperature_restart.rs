@@ -25,26 +25,6 @@ fn yaml(name: &str, readings: &str, results: &str) -> String {
     )
 }
 
-/// Waits up to `limit` for the pipeline's windows to satisfy `done`.
-async fn wait_for(
-    client: &tokio_postgres::Client,
-    name: &str,
-    limit: Duration,
-    what: &str,
-    logs: &dyn Fn() -> String,
-    done: impl Fn(&[WindowRow]) -> bool,
-) -> Vec<WindowRow> {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let rows = windows(client, name).await;
-        if done(&rows) {
-            return rows;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{what}: windows {rows:#?}\n--- logs:\n{}", logs());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_across_two_boundaries_fills_both_missed_windows_once_each() {
     let client = shared().await;
@@ -58,7 +38,7 @@ async fn a_restart_across_two_boundaries_fills_both_missed_windows_once_each() {
 
     // A runs until it has computed a window on schedule, then stops.
     let mut a = Vigil::start(&file, "a");
-    let rows = wait_for(&client, &name, Duration::from_secs(20), "A computes windows", &|| a.log(), |w| {
+    let rows = wait_windows(&client, &name, Duration::from_secs(20), "A computes windows", &|| a.log(), |w| {
         w.last().is_some_and(|w| w.end >= t0 + EVERY)
     })
     .await;
@@ -76,7 +56,7 @@ async fn a_restart_across_two_boundaries_fills_both_missed_windows_once_each() {
 
     let restarted = now_micros();
     let mut b = Vigil::start(&file, "b");
-    wait_for(&client, &name, Duration::from_secs(20), "B catches up and goes on", &|| b.log(), |w| {
+    wait_windows(&client, &name, Duration::from_secs(20), "B catches up and goes on", &|| b.log(), |w| {
         w.last().is_some_and(|w| w.end >= restarted + EVERY)
     })
     .await;

@@ -36,15 +36,11 @@ async fn two_processes_compute_each_window_once() {
     let mut b = Vigil::start(&file, "b");
     // Five windows on schedule, with both processes running throughout.
     let until = t0 + 5 * EVERY;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let rows = windows(&client, &name).await;
-        if rows.last().is_some_and(|w| w.end >= until) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "windows: {rows:#?}\n--- A:\n{}\n--- B:\n{}", a.log(), b.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let logs = || format!("--- A:\n{}\n--- B:\n{}", a.log(), b.log());
+    wait_windows(&client, &name, Duration::from_secs(30), "five windows", &logs, |w| {
+        w.last().is_some_and(|w| w.end >= until)
+    })
+    .await;
     // Both are alive and serve metrics; read them before stopping.
     let (metrics_a, metrics_b) = (a.metrics(), b.metrics());
     assert!(a.terminate().success(), "A:\n{}", a.log());

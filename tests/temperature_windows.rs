@@ -24,6 +24,8 @@ use vigil::schedule::{self, Job, ManualClock, Options, RunError, RunOutcome};
 /// 2024-03-10T10:00:00Z, µs.
 const T10: i64 = 1_710_064_800 * MICROS;
 const MIN: i64 = 60 * MICROS;
+/// How long a test waits for the windows it expects.
+const LIMIT: Duration = Duration::from_secs(20);
 
 fn pipeline(name: &str, readings: &str, results: &str, time_type: &str) -> BatchPipeline {
     let text = format!(
@@ -65,24 +67,6 @@ async fn insert_literally(client: &tokio_postgres::Client, table: &str, readings
             )
             .await
             .expect("insert");
-    }
-}
-
-/// Waits (up to 20 s) until `done` holds for the pipeline's windows.
-async fn wait_windows(
-    client: &tokio_postgres::Client,
-    name: &str,
-    what: &str,
-    done: impl Fn(&[WindowRow]) -> bool,
-) -> Vec<WindowRow> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let rows = windows(client, name).await;
-        if done(&rows) {
-            return rows;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{what}: windows now {rows:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -131,7 +115,7 @@ fn three_windows_one_empty_with_boundary_readings_give_hand_computed_results() {
                 .await
                 .expect("the job starts");
 
-        let rows = wait_windows(&client, &name, "three windows", |w| w.len() == 3).await;
+        let rows = wait_windows(&client, &name, LIMIT, "three windows", &String::new, |w| w.len() == 3).await;
         let starts: Vec<i64> = rows.iter().map(|w| w.start).collect();
         assert_eq!(starts, [T10, T10 + 10 * MIN, T10 + 20 * MIN]);
         assert_contiguous(&rows);
@@ -172,7 +156,7 @@ fn three_windows_one_empty_with_boundary_readings_give_hand_computed_results() {
         let mut all = readings.clone();
         all.push(late);
         clock.set(T10 + 40 * MIN + s(30));
-        let rows = wait_windows(&client, &name, "the fourth window", |w| w.len() == 4).await;
+        let rows = wait_windows(&client, &name, LIMIT, "the fourth window", &String::new, |w| w.len() == 4).await;
         let computations: Vec<i32> = rows.iter().map(|w| w.computations).collect();
         assert_eq!(computations, [1, 1, 2, 1], "only the window before the new one is recomputed");
         let w3 = results(&client, &results_table, T10 + 20 * MIN).await;

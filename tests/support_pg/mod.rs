@@ -199,6 +199,28 @@ pub async fn windows(client: &tokio_postgres::Client, pipeline: &str) -> Vec<Win
         .collect()
 }
 
+/// Waits up to `limit` until `done` holds for the pipeline's windows and
+/// returns them; past the limit, fails with `what`, the windows and
+/// `logs()` (the vigil processes' output).
+pub async fn wait_windows(
+    client: &tokio_postgres::Client,
+    pipeline: &str,
+    limit: Duration,
+    what: &str,
+    logs: &dyn Fn() -> String,
+    done: impl Fn(&[WindowRow]) -> bool,
+) -> Vec<WindowRow> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let rows = windows(client, pipeline).await;
+        if done(&rows) {
+            return rows;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: windows {rows:#?}\n--- logs:\n{}", logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The results table's rows of the window starting at `start`.
 pub async fn results(client: &tokio_postgres::Client, table: &str, start: i64) -> BTreeMap<String, Agg> {
     client
