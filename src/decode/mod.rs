@@ -213,8 +213,20 @@ impl Decoder {
             return Ok(Decoded::Skipped(Skip::Tombstone));
         };
         if let Some((plan, payload)) = self.known_schema(bytes) {
-            return self.decode_payload(&plan, utf8(payload)?, offset);
+            let decoded = utf8(payload).and_then(|payload| self.decode_payload(&plan, payload, offset));
+            if decoded.is_ok() {
+                return decoded;
+            }
         }
+        self.decode_whole(bytes, offset)
+    }
+
+    /// Reads a record from its first byte, as a decoder meeting it first
+    /// would. The fast paths read a payload alone and stop at its first
+    /// fault; a record they refuse is read again here, so it is refused for
+    /// the same reason whichever path met it (broken JSON anywhere in it,
+    /// say, rather than the wrong shape at the fault).
+    fn decode_whole(&mut self, bytes: &[u8], offset: i64) -> Result<Decoded, DecodeError> {
         // UTF-8 is checked once here; the reader then borrows strings
         // instead of validating each of them again.
         let text = utf8(bytes)?;
@@ -267,11 +279,14 @@ impl Decoder {
         rest: &[u8],
         offset: i64,
     ) -> Result<Decoded, DecodeError> {
-        match rest.strip_suffix(b"}") {
-            Some(payload) => self.decode_payload(&plan.0, utf8(payload)?, offset),
-            // Not as JsonConverter ends a record: read it whole.
-            None => self.decode(Some(&[prefix, rest].concat()), offset),
+        // Not as JsonConverter ends a record, or refused: read it whole.
+        if let Some(payload) = rest.strip_suffix(b"}") {
+            let decoded = utf8(payload).and_then(|payload| self.decode_payload(&plan.0, payload, offset));
+            if decoded.is_ok() {
+                return decoded;
+            }
         }
+        self.decode_whole(&[prefix, rest].concat(), offset)
     }
 
     /// The fast path: JsonConverter writes the schema first and compactly,

@@ -463,3 +463,32 @@ fn shaped_reads_agree_with_key_by_key_reads() {
         }
     }
 }
+
+/// A record whose schema block is cached is read from its payload alone
+/// (the fast paths: the whole record, or a batch's record held without its
+/// shared prefix); whatever the payload holds, the result (row, skip, or
+/// error and its reason) is the one a decoder meeting the record first
+/// gives.
+#[test]
+fn cached_schema_reads_agree_with_first_reads() {
+    let opts = options(&[Op::Create, Op::Update, Op::Delete, Op::Read]);
+    let outcome = |r: Result<Decoded, DecodeError>| r.map_err(|e| e.reason());
+    for fixture in [CREATE, UPDATE, DELETE] {
+        let len = envelope_prefix_len(fixture).expect("a schema-enabled fixture");
+        let prefix = &fixture[..len];
+        let mut cached = Decoder::new(opts.clone(), TOPIC);
+        let plan = cached.envelope_plan(prefix).expect("schema");
+        let (mut rows, mut refused) = (0, 0);
+        for variant in variants(fixture, len) {
+            let want = outcome(Decoder::new(opts.clone(), TOPIC).decode(Some(&variant), 1));
+            let text = String::from_utf8_lossy(&variant[len..]);
+            assert_eq!(outcome(cached.decode(Some(&variant), 1)), want, "{text}");
+            assert_eq!(outcome(cached.decode_enveloped(&plan, prefix, &variant[len..], 1)), want, "{text}");
+            rows += usize::from(matches!(want, Ok(Decoded::Row(_))));
+            refused += usize::from(want == Err("bad_json"));
+        }
+        assert_eq!(cached.cached_schemas(), 1);
+        // The variants hold both: records read and broken JSON refused.
+        assert!(rows > 50 && refused > 50, "rows {rows}, bad_json {refused}");
+    }
+}
