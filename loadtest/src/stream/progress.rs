@@ -65,6 +65,11 @@ impl Progress {
         }
     }
 
+    /// A line of its own, above the bar while one is drawn.
+    pub fn say(&self, line: &str) {
+        self.bar.suspend(|| eprintln!("loadtest: {}: {line}", self.label));
+    }
+
     pub fn finish(&mut self) {
         self.bar.finish();
         if self.plain.is_some() {

@@ -66,12 +66,32 @@ impl Watch {
         let mut progress = Progress::new("vigil", expected);
         let mut samples: Vec<Sample> = Vec::new();
         let mut last_move = Instant::now();
+        let mut unreachable = false;
         loop {
             vigil.check_running()?;
             // Asked before sampling: once production is over, the sample's
             // end offsets are final.
             let finished = done();
-            let s = self.sample(since)?;
+            // A broker restarting or a partition leader moving fails a
+            // sample or two; the run waits it out, as vigil does, and only
+            // a stall ends it.
+            let s = match self.sample(since) {
+                Ok(s) => s,
+                Err(e) if last_move.elapsed() > STALLED => {
+                    return Err(e.context(format!("no commit seen for {} s", STALLED.as_secs())));
+                }
+                Err(e) => {
+                    if !unreachable {
+                        progress.say(&format!("cannot read the offsets now ({e:#}); trying again"));
+                        unreachable = true;
+                    }
+                    std::thread::sleep(EVERY);
+                    continue;
+                }
+            };
+            if std::mem::take(&mut unreachable) {
+                progress.say("offsets readable again");
+            }
             if samples.last().is_none_or(|l| l.committed != s.committed) {
                 last_move = Instant::now();
             }
