@@ -25,7 +25,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use rdkafka::producer::FutureProducer;
 use support::{
     assert_no_alert_can_fire, bench, fraud_pipeline, topic, warm_up_batches, Connect, Routine, RowFeed, Transactions,
     BATCH,
@@ -35,6 +34,7 @@ use vigil::dead_letter::durable_producer_config;
 use vigil::decode::{DecodeOptions, Decoded, Decoder};
 use vigil::detect::router::DetectorRouter;
 use vigil::detect::shard::{Detect, DetectorShard, ShardSetup};
+use vigil::kafka_log::create_producer;
 use vigil::row::Row;
 use vigil::source::batch::RecordBatch;
 use vigil::source::{BatchError, Downstream};
@@ -58,11 +58,10 @@ impl Actors {
         let options = DecodeOptions::for_pipeline(&pipeline);
         let system = System::new();
         vigil::metrics::install().expect("the Prometheus recorder");
-        let producer: FutureProducer =
-            durable_producer_config(NO_BROKER, &pipeline.source.properties, pipeline.sink.delivery_timeout)
-                .set("client.id", "vigil-bench")
-                .create()
-                .expect("a producer needs no broker to be created");
+        let mut config =
+            durable_producer_config(NO_BROKER, &pipeline.source.properties, pipeline.sink.delivery_timeout);
+        let producer = create_producer(config.set("client.id", "vigil-bench"), "vigil-bench")
+            .expect("a producer needs no broker to be created");
         let alerts = AlertSink::new(producer, pipeline.sink.alerts.clone());
         let setup = Arc::new(ShardSetup::for_pipeline(&pipeline, &options.projection, alerts));
         let arbiter = Arbiter::new();

@@ -10,11 +10,12 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use serde_json::{json, Map, Value as Json};
 use sha2::{Digest, Sha256};
 
 use crate::detect::Finding;
+use crate::kafka_log::DurableProducer;
 use crate::row::{Row, Value};
 use crate::time::EventTime;
 
@@ -166,12 +167,12 @@ pub fn build(ctx: &AlertContext<'_>, row: &Row, amount: &Value, finding: &Findin
 /// Sends alerts to one topic with the durable producer.
 #[derive(Clone)]
 pub struct AlertSink {
-    producer: FutureProducer,
+    producer: DurableProducer,
     topic: String,
 }
 
 impl AlertSink {
-    pub fn new(producer: FutureProducer, topic: String) -> Self {
+    pub fn new(producer: DurableProducer, topic: String) -> Self {
         AlertSink { producer, topic }
     }
 

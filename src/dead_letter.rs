@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::ClientConfig;
 
 use crate::decode::DecodeError;
+use crate::kafka_log::DurableProducer;
 
 /// Header names on every dead letter.
 pub mod headers {
@@ -59,13 +60,13 @@ pub struct Origin<'a> {
 /// Sends dead letters for one pipeline.
 #[derive(Clone)]
 pub struct DeadLetters {
-    producer: FutureProducer,
+    producer: DurableProducer,
     topic: String,
     pipeline: String,
 }
 
 impl DeadLetters {
-    pub fn new(producer: FutureProducer, topic: String, pipeline: String) -> Self {
+    pub fn new(producer: DurableProducer, topic: String, pipeline: String) -> Self {
         DeadLetters { producer, topic, pipeline }
     }
 

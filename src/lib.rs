@@ -15,6 +15,8 @@
 //!   a reason.
 //! - [`detect`]: the detectors (pure rules over per-user state), the shard
 //!   actors that own the users and send alerts, and the router to them.
+//! - [`kafka_log`]: Kafka client errors said once, then counted, so an
+//!   outage reads as a few lines.
 //! - [`dead_letter`]: undecodable records to the dead-letter topic, with
 //!   the reason and origin in headers.
 //! - [`metrics`]: metric names, the Prometheus recorder, `/metrics` and
@@ -34,6 +36,7 @@ pub mod config;
 pub mod dead_letter;
 pub mod decode;
 pub mod detect;
+pub mod kafka_log;
 pub mod metrics;
 pub mod row;
 pub mod run;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use actix::Arbiter;
 use anyhow::{bail, Context as _};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer;
 use rdkafka::ClientConfig;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
@@ -32,6 +32,7 @@ use crate::dead_letter::{durable_producer_config, DeadLetters};
 use crate::decode::DecodeOptions;
 use crate::detect::router::DetectorRouter;
 use crate::detect::shard::{DetectorShard, ShardSetup};
+use crate::kafka_log::{create_producer, DurableProducer};
 use crate::metrics::{self, Health};
 use crate::schedule;
 use crate::source::{Source, SourceParts};
@@ -68,14 +69,14 @@ async fn run_inside(pipelines: Vec<Pipeline>, batch: Vec<BatchPipeline>, options
         health.register(&pipeline.name);
         metrics::zero_series(&pipeline.name);
         check_topics(&pipeline).await?;
-        let producer: FutureProducer = durable_producer_config(
+        let client = format!("vigil-{}", pipeline.name);
+        let mut config = durable_producer_config(
             &pipeline.source.brokers,
             &pipeline.source.properties,
             pipeline.sink.delivery_timeout,
-        )
-        .set("client.id", format!("vigil-{}", pipeline.name))
-        .create()
-        .with_context(|| format!("{}: creating the producer", pipeline.name))?;
+        );
+        let producer = create_producer(config.set("client.id", &client), &client)
+            .with_context(|| format!("{}: creating the producer", pipeline.name))?;
         let dead_letters =
             DeadLetters::new(producer.clone(), pipeline.sink.dead_letters.clone(), pipeline.name.clone());
         let decode = DecodeOptions::for_pipeline(&pipeline);
@@ -135,7 +136,7 @@ fn start_shards(
     pipeline: &Pipeline,
     decode: &DecodeOptions,
     arbiters: &[Arbiter],
-    producer: &FutureProducer,
+    producer: &DurableProducer,
 ) -> DetectorRouter {
     let alerts = AlertSink::new(producer.clone(), pipeline.sink.alerts.clone());
     let setup = Arc::new(ShardSetup::for_pipeline(pipeline, &decode.projection, alerts));

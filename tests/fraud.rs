@@ -6,37 +6,18 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::*;
-
-/// Reads `topic` from the beginning until `enough` holds, then for
-/// `settle` more (so that an alert too many would show), as JSON values.
-fn alerts(topic: &str, enough: impl Fn(&[Value]) -> bool, settle: Duration) -> Vec<Value> {
-    let decode = |rs: &[Record]| -> Vec<Value> { rs.iter().filter_map(Record::value_json).collect() };
-    let mut seen_enough_at: Option<Instant> = None;
-    let records = read_until(topic, &HashMap::new(), Duration::from_secs(120), |rs| {
-        if seen_enough_at.is_none() && enough(&decode(rs)) {
-            seen_enough_at = Some(Instant::now());
-        }
-        seen_enough_at.is_some_and(|t| t.elapsed() >= settle)
-    });
-    match records {
-        Ok(rs) => decode(&rs),
-        Err(e) => panic!("alerts on {topic}: {e}"),
-    }
-}
 
 /// (detector, key, row id) of an alert.
 fn what(alert: &Value) -> (String, String, i64) {
     (
         alert["detector"].as_str().unwrap_or_default().to_owned(),
         alert["key"].as_str().unwrap_or_default().to_owned(),
-        alert["row"]["primary_key"]["id"].as_i64().unwrap_or(-1),
+        alert_row_id(alert),
     )
 }
 
@@ -137,8 +118,10 @@ async fn a_scenario_through_debezium_gives_exactly_the_expected_alerts_with_one_
     };
     let settle = Duration::from_secs(3);
     for (label, topic) in [("one process", &one), ("two processes", &two)] {
-        let got: Vec<Value> =
-            alerts(topic, |all| all.iter().filter(|a| ours(a)).count() >= 4, settle).into_iter().filter(ours).collect();
+        let got: Vec<Value> = read_settled(topic, |all| all.iter().filter(|a| ours(a)).count() >= 4, settle)
+            .into_iter()
+            .filter(ours)
+            .collect();
         let found: Vec<(String, String, i64)> = got.iter().map(what).collect();
         let unique: BTreeSet<_> = found.iter().cloned().collect();
         assert_eq!(found.len(), unique.len(), "{label}: an alert twice: {found:?}");
@@ -159,7 +142,7 @@ async fn a_scenario_through_debezium_gives_exactly_the_expected_alerts_with_one_
     }
     // Same rows, same pipeline: the same ids whichever process found them.
     let ids_of = |topic: &str| -> BTreeMap<(String, String, i64), String> {
-        alerts(topic, |_| true, Duration::ZERO)
+        read_settled(topic, |_| true, Duration::ZERO)
             .iter()
             .filter(|a| ours(a))
             .map(|a| (what(a), a["id"].as_str().unwrap_or_default().to_owned()))
@@ -175,47 +158,19 @@ async fn a_scenario_through_debezium_gives_exactly_the_expected_alerts_with_one_
 /// is there at least once, and a duplicate carries the same id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_and_restart_skip_no_record() {
-    let base = unique_base();
-    let topic = format!("vigil-test-kill-{base}");
-    let (alerts_topic, dlq) = (format!("{topic}-alerts"), format!("{topic}-dlq"));
-    create_topic(&topic, 8).await;
-    create_topic(&alerts_topic, 1).await;
-    create_topic(&dlq, 1).await;
-    let detectors = "[{type: velocity_score, high_amount: {threshold: 4000, points: 50}, alert_above: 40}]";
-    let file = pipeline_file_with("kill-test", &topic, &topic, &alerts_topic, &dlq, detectors);
-
-    const RECORDS: i64 = 4_000;
-    let produced = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (topic, produced, done) = (topic.clone(), Arc::clone(&produced), Arc::clone(&done));
-        tokio::spawn(async move {
-            let producer = producer();
-            for id in 1..=RECORDS {
-                // Every tenth row is above the threshold: 400 due alerts.
-                let cents = if id % 10 == 0 { 500_000 } else { 10_000 };
-                let (key, value) = transaction_envelope(base + id % 101, id, cents);
-                send(&producer, &topic, None, Some(&key), Some(&value)).await;
-                produced.fetch_add(1, Ordering::SeqCst);
-                if id % 50 == 0 {
-                    tokio::time::sleep(Duration::from_millis(25)).await;
-                }
-            }
-            done.store(true, Ordering::SeqCst);
-        })
-    };
-
-    let mut first = Vigil::start(&file, "first");
+    // 4,000 rows, every tenth due an alert, over a few seconds.
+    let mut stream = HighAmountStream::start("kill", 8, 4_000, 50, Duration::from_millis(25)).await;
+    let mut first = Vigil::start(&stream.file, "first");
     let midway = eventually(Duration::from_secs(60), || first.metric("vigil_alerts_total") >= 50.0);
     assert!(midway, "alerts flowing before the kill:\n{}", first.log());
     first.kill();
-    assert!(!done.load(Ordering::SeqCst), "killed while the stream still ran");
-    let second = Vigil::start(&file, "second");
-    writer.await.expect("writer");
-    let due: BTreeSet<i64> = (1..=RECORDS).filter(|id| id % 10 == 0).collect();
+    assert!(!stream.written(), "killed while the stream still ran");
+    let second = Vigil::start(&stream.file, "second");
+    stream.finish_writing(Duration::from_secs(120)).await;
+    let due = stream.due();
 
-    let got = alerts(
-        &alerts_topic,
+    let got = read_settled(
+        &stream.alerts,
         |all| all.iter().map(|a| what(a).2).collect::<BTreeSet<_>>().len() >= due.len(),
         Duration::from_secs(2),
     );
@@ -229,5 +184,5 @@ async fn sigkill_and_restart_skip_no_record() {
     let duplicates = got.len() - due.len();
     eprintln!("{} alerts for {} due rows: {duplicates} re-sent after the kill", got.len(), due.len());
     drop(second);
-    delete_topics(&[&topic, &alerts_topic, &dlq]).await;
+    stream.delete_topics().await;
 }

@@ -18,6 +18,7 @@ use rust_decimal::Decimal;
 use vigil::config::{load_str, Pipeline};
 use vigil::dead_letter::{durable_producer_config, headers, DeadLetters};
 use vigil::decode::DecodeOptions;
+use vigil::kafka_log::create_producer;
 use vigil::metrics::Health;
 use vigil::row::{Key, Row, Value};
 use vigil::source::records::{Fetched, RecordsQueue};
@@ -87,13 +88,12 @@ async fn run_source_into(
 async fn run_with(pipeline: Pipeline, downstream: Arc<dyn Downstream>, mut done: impl FnMut() -> bool) {
     {
         let arbiters: Vec<Arbiter> = (0..2).map(|_| Arbiter::new()).collect();
-        let producer = durable_producer_config(
+        let config = durable_producer_config(
             &pipeline.source.brokers,
             &pipeline.source.properties,
             pipeline.sink.delivery_timeout,
-        )
-        .create()
-        .expect("dead-letter producer");
+        );
+        let producer = create_producer(&config, "dead letters").expect("dead-letter producer");
         let (fatal, _fatal_rx) = tokio::sync::mpsc::unbounded_channel();
         let source = Source::start(SourceParts {
             decode: DecodeOptions::for_pipeline(&pipeline),

@@ -5,19 +5,9 @@
 
 mod support;
 
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use support::*;
-
-fn stack(args: &[&str]) -> Output {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/stack");
-    Command::new(script).args(args).output().expect("scripts/stack runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 #[tokio::test]
 async fn stack_up_is_idempotent_and_a_service_comes_back() {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures::future::try_join_all;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::ClientConfig;
 use serde_json::{Map, Value};
 
@@ -24,27 +24,28 @@ use super::window::{timestamp, Window};
 use super::GroupResult;
 use crate::config::KafkaOutputConfig;
 use crate::dead_letter::durable_producer_config;
+use crate::kafka_log::{create_producer, DurableProducer};
 
 /// How long one record may wait in the producer's queue.
 const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Publishes result rows.
 pub(super) struct KafkaOutput {
-    producer: FutureProducer,
+    producer: DurableProducer,
     config: KafkaOutputConfig,
     pipeline: String,
 }
 
 impl KafkaOutput {
     pub fn new(config: &KafkaOutputConfig, pipeline: &str) -> Result<Self, StartError> {
-        let producer = durable_producer_config(
+        let client = format!("vigil-{pipeline}-results");
+        let mut producer_config = durable_producer_config(
             &config.brokers,
             &config.properties,
             crate::config::SinkConfig::DEFAULT_DELIVERY_TIMEOUT,
-        )
-        .set("client.id", format!("vigil-{pipeline}-results"))
-        .create()
-        .map_err(|e| StartError::Producer { pipeline: pipeline.to_owned(), reason: e.to_string() })?;
+        );
+        let producer = create_producer(producer_config.set("client.id", &client), &client)
+            .map_err(|e| StartError::Producer { pipeline: pipeline.to_owned(), reason: e.to_string() })?;
         Ok(KafkaOutput { producer, config: config.clone(), pipeline: pipeline.to_owned() })
     }
 

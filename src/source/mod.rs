@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures::future::BoxFuture;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
@@ -44,6 +44,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::Pipeline;
 use crate::dead_letter::DeadLetters;
 use crate::decode::DecodeOptions;
+use crate::kafka_log::ErrorLog;
 use crate::metrics::{names, Health};
 use crate::row::Row;
 use batch::{BufferPool, RecordBatch};
@@ -107,8 +108,11 @@ pub fn consumer_config(pipeline: &Pipeline) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("client.id", format!("vigil-{}", pipeline.name))
-        // A dead process's partitions move within 10 s.
-        .set("session.timeout.ms", "10000")
+        // Kafka's default. A consumer whose session lapses loses its
+        // partitions, and with them its users' detector state; 45 s
+        // outlasts a broker restart (a single broker here: about 25 s). A
+        // crashed process's partitions move after as long.
+        .set("session.timeout.ms", "45000")
         .set("statistics.interval.ms", "5000");
     for (k, v) in &source.properties {
         config.set(k, v);
@@ -155,6 +159,8 @@ impl Source {
         let (control_tx, control_rx) = mpsc::channel();
         let context = SourceContext {
             name: pipeline.name.clone(),
+            client: format!("vigil-{} consumer", pipeline.name),
+            errors: ErrorLog::default(),
             state: Mutex::new(State::default()),
             parts,
             control: control_tx,
@@ -226,6 +232,11 @@ pub(crate) enum Control {
 
 pub(crate) struct SourceContext {
     name: String,
+    /// How the consumer is named in the log.
+    client: String,
+    /// librdkafka's errors and the consumer's error events: said once,
+    /// then counted (see [`crate::kafka_log`]).
+    errors: ErrorLog,
     state: Mutex<State>,
     parts: SourceParts,
     control: mpsc::Sender<Control>,
@@ -233,6 +244,10 @@ pub(crate) struct SourceContext {
 }
 
 impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.errors.say(&self.client, &format!("Kafka client error: {reason}"), &error);
+    }
+
     fn stats(&self, statistics: Statistics) {
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
@@ -420,7 +435,7 @@ fn poll_loop(
                 let record = (message.offset(), message.key(), message.payload());
                 accept(ctx, &mut state, message.topic(), message.partition(), [record].into_iter());
             }
-            Some(Err(e)) => warn!(pipeline = %name, error = %e, "consumer error"),
+            Some(Err(e)) => ctx.errors.say(&ctx.client, "consumer error", &e),
             None => {}
         }
         records.fill(Duration::from_millis(100), MAX_BATCH_RECORDS, &mut fetched);
@@ -428,7 +443,8 @@ fn poll_loop(
         for run in fetched.runs() {
             let records = run.iter().filter_map(|r| match r.error() {
                 Some(e) => {
-                    warn!(pipeline = %name, topic = r.topic(), partition = r.partition(), error = %e, "consumer error");
+                    let what = format!("consumer error on {}/{}", r.topic(), r.partition());
+                    ctx.errors.say(&ctx.client, &what, &e);
                     None
                 }
                 None => Some((r.offset(), r.key(), r.payload())),

@@ -165,6 +165,27 @@ pub fn read_until(
     bail!("gave up on {topic} after {wait:?} with {} records read", records.len())
 }
 
+/// Reads `topic` from the beginning until `enough` holds, then for
+/// `settle` more (so that an alert too many would show), as JSON values.
+pub fn read_settled(
+    topic: &str,
+    enough: impl Fn(&[serde_json::Value]) -> bool,
+    settle: Duration,
+) -> Vec<serde_json::Value> {
+    let decode = |rs: &[Record]| -> Vec<serde_json::Value> { rs.iter().filter_map(Record::value_json).collect() };
+    let mut seen_enough_at: Option<Instant> = None;
+    let records = read_until(topic, &HashMap::new(), Duration::from_secs(120), |rs| {
+        if seen_enough_at.is_none() && enough(&decode(rs)) {
+            seen_enough_at = Some(Instant::now());
+        }
+        seen_enough_at.is_some_and(|t| t.elapsed() >= settle)
+    });
+    match records {
+        Ok(rs) => decode(&rs),
+        Err(e) => panic!("alerts on {topic}: {e}"),
+    }
+}
+
 /// The partition Kafka's default partitioner (and Connect's producer)
 /// gives a keyed record.
 pub fn kafka_partition(key: &[u8], partitions: usize) -> i32 {
@@ -196,6 +217,17 @@ async fn partitions_wait(topic: &str, expected: i32) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("topic {topic} did not show {expected} partitions");
+}
+
+/// `scripts/stack ARGS...`, run to its end.
+pub fn stack(args: &[&str]) -> std::process::Output {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/stack");
+    std::process::Command::new(script).args(args).output().expect("scripts/stack runs")
+}
+
+/// Bytes of a command's output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// A producer for test records, keyed records go where Kafka's default
@@ -438,4 +470,74 @@ pub fn pipeline_file_with(
     );
     std::fs::write(&path, text).expect("pipeline file written");
     path
+}
+
+/// A stream for the tests that disturb vigil mid-stream (a crash, a broker
+/// restart): its own topics (input, alerts, dead letters), a pipeline whose
+/// alerts depend on the row alone (an amount above 4000), and a writer of
+/// `records` rows, every tenth above 4000, pausing `pause` after every
+/// `burst` rows. The writer starts at once; start vigil on `file`.
+pub struct HighAmountStream {
+    pub topic: String,
+    pub alerts: String,
+    pub dead_letters: String,
+    pub file: std::path::PathBuf,
+    records: i64,
+    writer: tokio::task::JoinHandle<()>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HighAmountStream {
+    pub async fn start(name: &str, partitions: i32, records: i64, burst: i64, pause: Duration) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let base = unique_base();
+        let topic = format!("vigil-test-{name}-{base}");
+        let (alerts, dead_letters) = (format!("{topic}-alerts"), format!("{topic}-dlq"));
+        create_topic(&topic, partitions).await;
+        create_topic(&alerts, 1).await;
+        create_topic(&dead_letters, 1).await;
+        let detectors = "[{type: velocity_score, high_amount: {threshold: 4000, points: 50}, alert_above: 40}]";
+        let file = pipeline_file_with(name, &topic, &topic, &alerts, &dead_letters, detectors);
+        let done = std::sync::Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (topic, done) = (topic.clone(), std::sync::Arc::clone(&done));
+            tokio::spawn(async move {
+                let producer = producer();
+                for id in 1..=records {
+                    let cents = if id % 10 == 0 { 500_000 } else { 10_000 };
+                    let (key, value) = transaction_envelope(base + id % 101, id, cents);
+                    send(&producer, &topic, None, Some(&key), Some(&value)).await;
+                    if id % burst == 0 {
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+                done.store(true, Ordering::SeqCst);
+            })
+        };
+        HighAmountStream { topic, alerts, dead_letters, file, records, writer, done }
+    }
+
+    /// Whether every row has been written.
+    pub fn written(&self) -> bool {
+        self.done.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits (up to `limit`) until every row has been written.
+    pub async fn finish_writing(&mut self, limit: Duration) {
+        tokio::time::timeout(limit, &mut self.writer).await.expect("the writer finishes").expect("the writer");
+    }
+
+    /// The ids of the rows an alert is due for.
+    pub fn due(&self) -> std::collections::BTreeSet<i64> {
+        (1..=self.records).filter(|id| id % 10 == 0).collect()
+    }
+
+    pub async fn delete_topics(&self) {
+        delete_topics(&[&self.topic, &self.alerts, &self.dead_letters]).await;
+    }
+}
+
+/// The primary key `id` of the row an alert is for (-1 if none).
+pub fn alert_row_id(alert: &serde_json::Value) -> i64 {
+    alert["row"]["primary_key"]["id"].as_i64().unwrap_or(-1)
 }
