@@ -60,7 +60,7 @@ impl Actors {
         vigil::metrics::install().expect("the Prometheus recorder");
         let mut config =
             durable_producer_config(NO_BROKER, &pipeline.source.properties, pipeline.sink.delivery_timeout);
-        let producer = create_producer(config.set("client.id", "vigil-bench"), "vigil-bench")
+        let producer = create_producer(config.set("client.id", "vigil-bench"), "bench", "producer")
             .expect("a producer needs no broker to be created");
         let alerts = AlertSink::new(producer, pipeline.sink.alerts.clone());
         let setup = Arc::new(ShardSetup::for_pipeline(&pipeline, &options.projection, alerts));

@@ -3,7 +3,8 @@
 //! client, and again through the consumer's event queue); rdkafka would log
 //! each at error level. Here each client says its first error at once and
 //! then at most one line per [`SAY_EVERY`] with how many more came, so an
-//! outage reads as a few lines. Fatal errors are always said.
+//! outage reads as a few lines. Fatal errors are always said. Every error
+//! is counted (`vigil_kafka_client_errors_total`), said or not.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -14,12 +15,17 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
 use tracing::{error, warn};
 
+use crate::metrics::names;
+
 /// At most one line per client this often, while errors keep coming.
 pub const SAY_EVERY: Duration = Duration::from_secs(10);
 
 /// Which of a client's errors are said, and how many were held back.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ErrorLog {
+    pipeline: String,
+    /// The client's part in the pipeline: consumer, producer, results.
+    client: &'static str,
     said: Mutex<Said>,
 }
 
@@ -30,6 +36,10 @@ struct Said {
 }
 
 impl ErrorLog {
+    pub fn new(pipeline: &str, client: &'static str) -> Self {
+        ErrorLog { pipeline: pipeline.to_owned(), client, said: Mutex::default() }
+    }
+
     /// An error came at `now`: `Some(n)` when it is to be said, `n` being
     /// how many came since the last one said and were not.
     pub fn admit(&self, now: Instant) -> Option<u64> {
@@ -46,41 +56,38 @@ impl ErrorLog {
         }
     }
 
-    /// Logs `error` (from client `client`, `what` it was doing) if it is
-    /// to be said now.
-    pub fn say(&self, client: &str, what: &str, error: &KafkaError) {
+    /// Counts `error` (`what` says where it came from) and logs it if it
+    /// is to be said now.
+    pub fn say(&self, what: &str, error: &KafkaError) {
+        metrics::counter!(names::KAFKA_CLIENT_ERRORS, "pipeline" => self.pipeline.clone(), "client" => self.client)
+            .increment(1);
+        let (pipeline, client) = (&self.pipeline, self.client);
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
-            error!(client, error = %error, "{what}: fatal Kafka client error");
+            error!(pipeline, client, error = %error, "{what}: fatal Kafka client error");
         } else if let Some(held_back) = self.admit(Instant::now()) {
-            warn!(client, error = %error, held_back, "{what}");
+            warn!(pipeline, client, error = %error, held_back, "{what}");
         }
     }
 }
 
 /// A client context whose librdkafka errors go through an [`ErrorLog`].
 pub struct LoggedContext {
-    client: String,
     errors: ErrorLog,
-}
-
-impl LoggedContext {
-    pub fn new(client: impl Into<String>) -> Self {
-        LoggedContext { client: client.into(), errors: ErrorLog::default() }
-    }
 }
 
 impl ClientContext for LoggedContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        self.errors.say(&self.client, &format!("Kafka client error: {reason}"), &error);
+        self.errors.say(&format!("Kafka client error: {reason}"), &error);
     }
 }
 
 /// The producer of alerts, dead letters and batch results.
 pub type DurableProducer = FutureProducer<LoggedContext>;
 
-/// A [`DurableProducer`] from `config`, its errors logged as `client`'s.
-pub fn create_producer(config: &ClientConfig, client: &str) -> KafkaResult<DurableProducer> {
-    FutureProducer::from_config_and_context(config, LoggedContext::new(client))
+/// A [`DurableProducer`] from `config`, its errors counted and logged as
+/// those of `pipeline`'s `client` (producer, results).
+pub fn create_producer(config: &ClientConfig, pipeline: &str, client: &'static str) -> KafkaResult<DurableProducer> {
+    FutureProducer::from_config_and_context(config, LoggedContext { errors: ErrorLog::new(pipeline, client) })
 }
 
 #[cfg(test)]
@@ -89,7 +96,7 @@ mod tests {
 
     #[test]
     fn the_first_error_is_said_then_one_an_interval_with_the_count_held_back() {
-        let log = ErrorLog::default();
+        let log = ErrorLog::new("p", "consumer");
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         assert_eq!(log.admit(at(0)), Some(0));

@@ -31,6 +31,9 @@ pub mod names {
     pub const REBALANCES: &str = "vigil_rebalances_total";
     pub const ALERTS: &str = "vigil_alerts_total";
     pub const TRACKED_USERS: &str = "vigil_tracked_users";
+    /// Counter: errors librdkafka reported, also labelled `client`
+    /// (consumer, producer, results); see `kafka_log`.
+    pub const KAFKA_CLIENT_ERRORS: &str = "vigil_kafka_client_errors_total";
 
     // --- Batch pipelines (src/schedule), labelled `pipeline`; described
     // by `schedule::start`.
@@ -87,6 +90,11 @@ fn describe() {
     describe_counter!(ALERTS, Unit::Count, "Alerts acknowledged by Kafka, by detector");
     describe_gauge!(TRACKED_USERS, Unit::Count, "Users whose state the detectors keep");
     describe_counter!(REBALANCES, Unit::Count, "Consumer group rebalances, by kind (assign, revoke)");
+    describe_counter!(
+        KAFKA_CLIENT_ERRORS,
+        Unit::Count,
+        "Errors the Kafka clients reported (a broker unreachable, a request failed), by client"
+    );
 }
 
 /// Registers, with value 0, the series of streaming pipeline `pipeline`
@@ -113,6 +121,9 @@ pub fn zero_series(pipeline: &str) {
     for reason in decode_reasons() {
         metrics::counter!(DECODE_ERRORS, "pipeline" => p(), "reason" => reason).increment(0);
         metrics::counter!(DEAD_LETTERS, "pipeline" => p(), "reason" => reason).increment(0);
+    }
+    for client in ["consumer", "producer"] {
+        metrics::counter!(KAFKA_CLIENT_ERRORS, "pipeline" => p(), "client" => client).increment(0);
     }
     for gauge in [ASSIGNED_PARTITIONS, PAUSED_PARTITIONS, TRACKED_USERS] {
         metrics::gauge!(gauge, "pipeline" => p()).increment(0.0);
@@ -313,11 +324,15 @@ mod tests {
         for op in ["c", "u", "d", "r"] {
             assert!(has(&text, &format!("{}{{pipeline=\"p-1\",op=\"{op}\"}}", names::ROWS)), "op {op}:\n{text}");
         }
+        for client in ["consumer", "producer"] {
+            let series = format!("{}{{pipeline=\"p-1\",client=\"{client}\"}}", names::KAFKA_CLIENT_ERRORS);
+            assert!(has(&text, &series), "{series} in:\n{text}");
+        }
         // Nothing of batch pipelines, nothing that suggests a rebalance.
         assert!(!text.contains("vigil_batch_") && !text.contains(names::REBALANCES), "{text}");
         let values: Vec<&str> = text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
         assert!(values.iter().all(|l| l.ends_with(" 0")), "{values:#?}");
-        assert_eq!(values.len(), 2 + 4 + 4 + 9 * 2 + 3, "{values:#?}");
+        assert_eq!(values.len(), 2 + 4 + 4 + 9 * 2 + 2 + 3, "{values:#?}");
     }
 
     #[test]

@@ -69,14 +69,14 @@ async fn run_inside(pipelines: Vec<Pipeline>, batch: Vec<BatchPipeline>, options
         health.register(&pipeline.name);
         metrics::zero_series(&pipeline.name);
         check_topics(&pipeline).await?;
-        let client = format!("vigil-{}", pipeline.name);
         let mut config = durable_producer_config(
             &pipeline.source.brokers,
             &pipeline.source.properties,
             pipeline.sink.delivery_timeout,
         );
-        let producer = create_producer(config.set("client.id", &client), &client)
-            .with_context(|| format!("{}: creating the producer", pipeline.name))?;
+        let producer =
+            create_producer(config.set("client.id", format!("vigil-{}", pipeline.name)), &pipeline.name, "producer")
+                .with_context(|| format!("{}: creating the producer", pipeline.name))?;
         let dead_letters =
             DeadLetters::new(producer.clone(), pipeline.sink.dead_letters.clone(), pipeline.name.clone());
         let decode = DecodeOptions::for_pipeline(&pipeline);

@@ -72,6 +72,9 @@ async fn a_broker_restart_loses_and_repeats_no_alert() {
     let log = vigil.log();
     let said = log.lines().filter(|l| l.contains("vigil::kafka_log")).count();
     assert!((1..=12).contains(&said), "{said} lines about Kafka errors:\n{log}");
+    // Each counted before it is said: read after the log, the count holds them all.
+    let counted = vigil.metric("vigil_kafka_client_errors_total");
+    assert!(counted >= said as f64, "{counted} errors counted, {said} said:\n{}", vigil.metrics());
     assert!(vigil.terminate().success(), "vigil stops cleanly:\n{}", vigil.log());
 
     // The stack is whole again for the tests after this one.

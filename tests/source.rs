@@ -93,7 +93,7 @@ async fn run_with(pipeline: Pipeline, downstream: Arc<dyn Downstream>, mut done:
             &pipeline.source.properties,
             pipeline.sink.delivery_timeout,
         );
-        let producer = create_producer(&config, "dead letters").expect("dead-letter producer");
+        let producer = create_producer(&config, &pipeline.name, "producer").expect("dead-letter producer");
         let (fatal, _fatal_rx) = tokio::sync::mpsc::unbounded_channel();
         let source = Source::start(SourceParts {
             decode: DecodeOptions::for_pipeline(&pipeline),

@@ -38,14 +38,14 @@ pub(super) struct KafkaOutput {
 
 impl KafkaOutput {
     pub fn new(config: &KafkaOutputConfig, pipeline: &str) -> Result<Self, StartError> {
-        let client = format!("vigil-{pipeline}-results");
         let mut producer_config = durable_producer_config(
             &config.brokers,
             &config.properties,
             crate::config::SinkConfig::DEFAULT_DELIVERY_TIMEOUT,
         );
-        let producer = create_producer(producer_config.set("client.id", &client), &client)
-            .map_err(|e| StartError::Producer { pipeline: pipeline.to_owned(), reason: e.to_string() })?;
+        let producer =
+            create_producer(producer_config.set("client.id", format!("vigil-{pipeline}-results")), pipeline, "results")
+                .map_err(|e| StartError::Producer { pipeline: pipeline.to_owned(), reason: e.to_string() })?;
         Ok(KafkaOutput { producer, config: config.clone(), pipeline: pipeline.to_owned() })
     }
 

@@ -159,8 +159,7 @@ impl Source {
         let (control_tx, control_rx) = mpsc::channel();
         let context = SourceContext {
             name: pipeline.name.clone(),
-            client: format!("vigil-{} consumer", pipeline.name),
-            errors: ErrorLog::default(),
+            errors: ErrorLog::new(&pipeline.name, "consumer"),
             state: Mutex::new(State::default()),
             parts,
             control: control_tx,
@@ -232,8 +231,6 @@ pub(crate) enum Control {
 
 pub(crate) struct SourceContext {
     name: String,
-    /// How the consumer is named in the log.
-    client: String,
     /// librdkafka's errors and the consumer's error events: said once,
     /// then counted (see [`crate::kafka_log`]).
     errors: ErrorLog,
@@ -245,7 +242,7 @@ pub(crate) struct SourceContext {
 
 impl ClientContext for SourceContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        self.errors.say(&self.client, &format!("Kafka client error: {reason}"), &error);
+        self.errors.say(&format!("Kafka client error: {reason}"), &error);
     }
 
     fn stats(&self, statistics: Statistics) {
@@ -435,7 +432,7 @@ fn poll_loop(
                 let record = (message.offset(), message.key(), message.payload());
                 accept(ctx, &mut state, message.topic(), message.partition(), [record].into_iter());
             }
-            Some(Err(e)) => ctx.errors.say(&ctx.client, "consumer error", &e),
+            Some(Err(e)) => ctx.errors.say("consumer error", &e),
             None => {}
         }
         records.fill(Duration::from_millis(100), MAX_BATCH_RECORDS, &mut fetched);
@@ -444,7 +441,7 @@ fn poll_loop(
             let records = run.iter().filter_map(|r| match r.error() {
                 Some(e) => {
                     let what = format!("consumer error on {}/{}", r.topic(), r.partition());
-                    ctx.errors.say(&ctx.client, &what, &e);
+                    ctx.errors.say(&what, &e);
                     None
                 }
                 None => Some((r.offset(), r.key(), r.payload())),
