@@ -6,6 +6,7 @@
 //! outage reads as a few lines. Fatal errors are always said. Every error
 //! is counted (`vigil_kafka_client_errors_total`), said or not.
 
+use std::fmt::Display;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -21,11 +22,12 @@ use crate::metrics::names;
 pub const SAY_EVERY: Duration = Duration::from_secs(10);
 
 /// Which of a client's errors are said, and how many were held back.
-#[derive(Debug)]
 pub struct ErrorLog {
     pipeline: String,
     /// The client's part in the pipeline: consumer, producer, results.
     client: &'static str,
+    /// Its series of `vigil_kafka_client_errors_total`, registered once.
+    counted: metrics::Counter,
     said: Mutex<Said>,
 }
 
@@ -37,7 +39,9 @@ struct Said {
 
 impl ErrorLog {
     pub fn new(pipeline: &str, client: &'static str) -> Self {
-        ErrorLog { pipeline: pipeline.to_owned(), client, said: Mutex::default() }
+        let counted =
+            metrics::counter!(names::KAFKA_CLIENT_ERRORS, "pipeline" => pipeline.to_owned(), "client" => client);
+        ErrorLog { pipeline: pipeline.to_owned(), client, counted, said: Mutex::default() }
     }
 
     /// An error came at `now`: `Some(n)` when it is to be said, `n` being
@@ -56,17 +60,22 @@ impl ErrorLog {
         }
     }
 
-    /// Counts `error` (`what` says where it came from) and logs it if it
-    /// is to be said now.
-    pub fn say(&self, what: &str, error: &KafkaError) {
-        metrics::counter!(names::KAFKA_CLIENT_ERRORS, "pipeline" => self.pipeline.clone(), "client" => self.client)
-            .increment(1);
+    /// Counts `error` and logs it if it is to be said now; `what` and
+    /// `detail` say where it came from (`detail` is formatted only if the
+    /// line is written).
+    pub fn say(&self, what: &str, detail: &dyn Display, error: &KafkaError) {
+        self.counted.increment(1);
         let (pipeline, client) = (&self.pipeline, self.client);
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
-            error!(pipeline, client, error = %error, "{what}: fatal Kafka client error");
+            error!(pipeline, client, %detail, error = %error, "{what}: fatal");
         } else if let Some(held_back) = self.admit(Instant::now()) {
-            warn!(pipeline, client, error = %error, held_back, "{what}");
+            warn!(pipeline, client, %detail, error = %error, held_back, "{what}");
         }
+    }
+
+    /// An error librdkafka reports to the client context, with its reason.
+    pub fn client_error(&self, error: &KafkaError, reason: &str) {
+        self.say("Kafka client error", &reason, error);
     }
 }
 
@@ -77,7 +86,7 @@ pub struct LoggedContext {
 
 impl ClientContext for LoggedContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        self.errors.say(&format!("Kafka client error: {reason}"), &error);
+        self.errors.client_error(&error, reason);
     }
 }
 

@@ -213,12 +213,18 @@ impl Decoder {
             return Ok(Decoded::Skipped(Skip::Tombstone));
         };
         if let Some((plan, payload)) = self.known_schema(bytes) {
-            let decoded = utf8(payload).and_then(|payload| self.decode_payload(&plan, payload, offset));
+            let decoded = self.read_known(&plan, payload, offset);
             if decoded.is_ok() {
                 return decoded;
             }
         }
         self.decode_whole(bytes, offset)
+    }
+
+    /// A payload read by the plan of the schema block before it; when it is
+    /// refused, the caller reads the record whole ([`Self::decode_whole`]).
+    fn read_known(&mut self, plan: &SchemaPlan, payload: &[u8], offset: i64) -> Result<Decoded, DecodeError> {
+        utf8(payload).and_then(|payload| self.decode_payload(plan, payload, offset))
     }
 
     /// Reads a record from its first byte, as a decoder meeting it first
@@ -281,7 +287,7 @@ impl Decoder {
     ) -> Result<Decoded, DecodeError> {
         // Not as JsonConverter ends a record, or refused: read it whole.
         if let Some(payload) = rest.strip_suffix(b"}") {
-            let decoded = utf8(payload).and_then(|payload| self.decode_payload(&plan.0, payload, offset));
+            let decoded = self.read_known(&plan.0, payload, offset);
             if decoded.is_ok() {
                 return decoded;
             }

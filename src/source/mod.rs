@@ -242,7 +242,7 @@ pub(crate) struct SourceContext {
 
 impl ClientContext for SourceContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        self.errors.say(&format!("Kafka client error: {reason}"), &error);
+        self.errors.client_error(&error, reason);
     }
 
     fn stats(&self, statistics: Statistics) {
@@ -432,7 +432,7 @@ fn poll_loop(
                 let record = (message.offset(), message.key(), message.payload());
                 accept(ctx, &mut state, message.topic(), message.partition(), [record].into_iter());
             }
-            Some(Err(e)) => ctx.errors.say("consumer error", &e),
+            Some(Err(e)) => ctx.errors.say("consumer error", &"the consumer queue", &e),
             None => {}
         }
         records.fill(Duration::from_millis(100), MAX_BATCH_RECORDS, &mut fetched);
@@ -440,8 +440,7 @@ fn poll_loop(
         for run in fetched.runs() {
             let records = run.iter().filter_map(|r| match r.error() {
                 Some(e) => {
-                    let what = format!("consumer error on {}/{}", r.topic(), r.partition());
-                    ctx.errors.say(&what, &e);
+                    ctx.errors.say("consumer error", &format_args!("{}/{}", r.topic(), r.partition()), &e);
                     None
                 }
                 None => Some((r.offset(), r.key(), r.payload())),

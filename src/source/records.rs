@@ -6,13 +6,14 @@
 //! in batches, the poll thread needs about 30% less CPU. librdkafka hands
 //! out records in batches (`rd_kafka_consume_batch_queue`), but not from
 //! the consumer queue: there it would serve a rebalance itself, unassigning
-//! without telling vigil, and nothing would drain or commit. So the records go elsewhere:
-//! each partition's fetch queue is forwarded to a [`RecordsQueue`] before
-//! the partition is assigned. librdkafka keeps a forward the application
-//! set when it starts fetching, so every record of the partition arrives
-//! here, in order, and none on the consumer queue, which keeps rebalances,
-//! errors and statistics. Records queued before a revocation, seek or
-//! reassignment are dropped by librdkafka's version barrier, here as there.
+//! without telling vigil, and nothing would drain or commit. So the records
+//! go elsewhere: each partition's fetch queue is forwarded to a
+//! [`RecordsQueue`] before the partition is assigned. librdkafka keeps a
+//! forward the application set when it starts fetching, so every record of
+//! the partition arrives here, in order, and none on the consumer queue,
+//! which keeps rebalances, errors and statistics. Records queued before a
+//! revocation, seek or reassignment are dropped by librdkafka's version
+//! barrier, here as there.
 
 use std::ffi::{CStr, CString};
 use std::ptr::NonNull;
