@@ -29,15 +29,14 @@ use support::{
     assert_no_alert_can_fire, bench, fraud_pipeline, topic, warm_up_batches, Connect, Routine, RowFeed, Transactions,
     BATCH,
 };
-use vigil::alert::AlertSink;
-use vigil::dead_letter::durable_producer_config;
 use vigil::decode::{DecodeOptions, Decoded, Decoder};
 use vigil::detect::router::DetectorRouter;
 use vigil::detect::shard::{Detect, DetectorShard, ShardSetup};
-use vigil::kafka_log::create_producer;
+use vigil::kafka::{create_producer, durable_producer_config, Client};
 use vigil::row::Row;
+use vigil::sink::alert::AlertSink;
 use vigil::source::batch::RecordBatch;
-use vigil::source::{BatchError, Downstream};
+use vigil::stage::{BatchError, Downstream};
 
 /// Nothing listens there: the producer is created, never used.
 const NO_BROKER: &str = "127.0.0.1:1";
@@ -57,10 +56,10 @@ impl Actors {
         assert_no_alert_can_fire(&pipeline);
         let options = DecodeOptions::for_pipeline(&pipeline);
         let system = System::new();
-        vigil::metrics::install().expect("the Prometheus recorder");
+        vigil::telemetry::install().expect("the Prometheus recorder");
         let mut config =
             durable_producer_config(NO_BROKER, &pipeline.source.properties, pipeline.sink.delivery_timeout);
-        let producer = create_producer(config.set("client.id", "vigil-bench"), "bench", "producer")
+        let producer = create_producer(config.set("client.id", "vigil-bench"), "bench", Client::Producer)
             .expect("a producer needs no broker to be created");
         let alerts = AlertSink::new(producer, pipeline.sink.alerts.clone());
         let setup = Arc::new(ShardSetup::for_pipeline(&pipeline, &options.projection, alerts));

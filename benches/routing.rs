@@ -1,6 +1,6 @@
 //! Routing: where a partition's batches go, and the batch they travel in.
 //!
-//! - `placement`: `vigil::source::placement`, the worker (arbiter) of a
+//! - `placement`: `vigil::stage::placement`, the worker (arbiter) of a
 //!   topic-partition, for the partition actor on assignment and for the
 //!   detector shard on every batch (`DetectorRouter`); 2,000 calls over 8
 //!   partitions of the transactions topic and two workers.
@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use support::{bench, topic, Connect, Routine, Transactions, BATCH};
 use vigil::source::batch::RecordBatch;
-use vigil::source::placement;
+use vigil::stage::placement;
 
 /// Workers: one per core on the reference machine.
 const WORKERS: usize = 2;

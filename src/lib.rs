@@ -7,41 +7,44 @@
 //! PostgreSQL. Pipelines are YAML files (`pipelines/`).
 //!
 //! # Layout
-//! - [`alert`]: the alert JSON, its deterministic id, and its producer.
-//! - [`config`]: pipeline files: strict parsing, `${VAR}` interpolation,
-//!   validation that reports every problem with its path.
-//! - [`decode`]: Debezium records (JSON, with or without schema,
-//!   flattened or not) to typed rows, exactly; bad records to errors with
-//!   a reason.
-//! - [`detect`]: the detectors (pure rules over per-user state), the shard
-//!   actors that own the users and send alerts, and the router to them.
-//! - [`kafka_log`]: Kafka client errors said once, then counted, so an
-//!   outage reads as a few lines.
-//! - [`dead_letter`]: undecodable records to the dead-letter topic, with
-//!   the reason and origin in headers.
-//! - [`metrics`]: metric names, the Prometheus recorder, `/metrics` and
-//!   `/health`.
-//! - [`row`]: a decoded row change, as the detectors see it.
+//! Rooms, from the entry point down; each imports only rooms below it.
 //! - [`run`]: `vigil run`: pipelines side by side, started and stopped in
 //!   order.
+//! - [`source`]: the Kafka consumer of a streaming pipeline, its poll
+//!   thread and one supervised actor per assigned partition; offsets
+//!   committed only when durable.
 //! - [`schedule`]: batch pipelines: a scheduler actor per file running a
 //!   periodic job against PostgreSQL (clock-aligned windows, catch-up,
 //!   advisory lock, retries).
-//! - [`source`]: the Kafka consumer, its poll thread and one supervised
-//!   actor per assigned partition; offsets committed only when durable.
-//! - [`time`]: event time (µs since the epoch, UTC) and its ISO-8601 form.
+//! - [`detect`]: the detectors (pure rules over per-user state), the shard
+//!   actors that own the users and send alerts, and the router to them.
+//! - [`sink`]: alerts (their JSON and deterministic id) and dead letters
+//!   (undecodable records with the reason in headers), sent durably.
+//! - [`decode`]: Debezium records (JSON, with or without schema,
+//!   flattened or not) to typed rows, exactly; bad records to errors with
+//!   a reason.
+//! - [`kafka`]: Kafka clients: consumer and durable producer settings,
+//!   client errors said once then counted, the start-time topic check.
+//! - [`stage`]: the contract between a stream's stages: `Downstream`,
+//!   `BatchError`, the placement of partitions on workers.
+//! - [`config`]: pipeline files: strict parsing, `${VAR}` interpolation,
+//!   validation that reports every problem with its path.
+//! - [`row`] and [`time`]: the model: a decoded row change as the
+//!   detectors see it; event time (µs since the epoch, UTC).
+//! - [`telemetry`]: metric names, the typed series owners register, the
+//!   Prometheus recorder, `/metrics` and `/health`. A leaf.
 
-pub mod alert;
 pub mod config;
-pub mod dead_letter;
 pub mod decode;
 pub mod detect;
-pub mod kafka_log;
-pub mod metrics;
+pub mod kafka;
 pub mod row;
 pub mod run;
 pub mod schedule;
+pub mod sink;
 pub mod source;
+pub mod stage;
+pub mod telemetry;
 pub mod time;
 
 /// The version of this build, as shown by `vigil --version`.

@@ -119,6 +119,19 @@ impl Op {
     }
 }
 
+/// The `op` label of rows decoded.
+impl crate::telemetry::Label for Op {
+    const ALL: &'static [Op] = &[Op::Create, Op::Update, Op::Delete, Op::Read];
+
+    fn as_label(self) -> &'static str {
+        self.code()
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.code())

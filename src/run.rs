@@ -16,26 +16,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Arbiter;
+use actix::{Actor, Arbiter};
 use anyhow::{bail, Context as _};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::Producer;
-use rdkafka::ClientConfig;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
-use actix::Actor;
-
-use crate::alert::AlertSink;
 use crate::config::{BatchPipeline, Pipeline};
-use crate::dead_letter::{durable_producer_config, DeadLetters};
 use crate::decode::DecodeOptions;
 use crate::detect::router::DetectorRouter;
 use crate::detect::shard::{DetectorShard, ShardSetup};
-use crate::kafka_log::{create_producer, DurableProducer};
-use crate::metrics::{self, Health};
+use crate::kafka::{create_producer, durable_producer_config, ensure_topics, Client, DurableProducer, TopicsError};
 use crate::schedule;
+use crate::sink::alert::AlertSink;
+use crate::sink::dead_letter::DeadLetters;
 use crate::source::{Source, SourceParts};
+use crate::telemetry::{self, Health};
 
 /// Settings of the process (the pipelines have their own files).
 pub struct RunOptions {
@@ -51,12 +47,12 @@ pub fn run(pipelines: Vec<Pipeline>, batch: Vec<BatchPipeline>, options: RunOpti
 }
 
 async fn run_inside(pipelines: Vec<Pipeline>, batch: Vec<BatchPipeline>, options: RunOptions) -> anyhow::Result<()> {
-    let handle = metrics::install().context("installing the metrics recorder")?;
-    let listener = metrics::bind(options.metrics_addr)
+    let handle = telemetry::install().context("installing the metrics recorder")?;
+    let listener = telemetry::bind(options.metrics_addr)
         .await
         .with_context(|| format!("binding the metrics address {}", options.metrics_addr))?;
     let health = Health::default();
-    actix::spawn(metrics::serve(listener, handle, health.clone()));
+    actix::spawn(telemetry::serve(listener, handle, health.clone()));
     info!(addr = %options.metrics_addr, "metrics on /metrics, health on /health");
 
     let arbiters: Vec<Arbiter> = (0..options.workers.max(1)).map(|_| Arbiter::new()).collect();
@@ -67,16 +63,18 @@ async fn run_inside(pipelines: Vec<Pipeline>, batch: Vec<BatchPipeline>, options
     for pipeline in pipelines {
         let pipeline = Arc::new(pipeline);
         health.register(&pipeline.name);
-        metrics::zero_series(&pipeline.name);
         check_topics(&pipeline).await?;
         let mut config = durable_producer_config(
             &pipeline.source.brokers,
             &pipeline.source.properties,
             pipeline.sink.delivery_timeout,
         );
-        let producer =
-            create_producer(config.set("client.id", format!("vigil-{}", pipeline.name)), &pipeline.name, "producer")
-                .with_context(|| format!("{}: creating the producer", pipeline.name))?;
+        let producer = create_producer(
+            config.set("client.id", format!("vigil-{}", pipeline.name)),
+            &pipeline.name,
+            Client::Producer,
+        )
+        .with_context(|| format!("{}: creating the producer", pipeline.name))?;
         let dead_letters =
             DeadLetters::new(producer.clone(), pipeline.sink.dead_letters.clone(), pipeline.name.clone());
         let decode = DecodeOptions::for_pipeline(&pipeline);
@@ -153,34 +151,16 @@ fn start_shards(
 /// The topics a pipeline reads and writes must exist: the broker is not
 /// expected to create them, and a typo should stop the start, not the run.
 async fn check_topics(pipeline: &Pipeline) -> anyhow::Result<()> {
-    let mut config = ClientConfig::new();
-    for (k, v) in &pipeline.source.properties {
-        config.set(k, v);
-    }
-    let consumer: BaseConsumer = config
-        .set("bootstrap.servers", &pipeline.source.brokers)
-        .create()
-        .with_context(|| format!("{}: creating a metadata client", pipeline.name))?;
-    let name = pipeline.name.clone();
-    let wanted: Vec<String> =
+    let name = &pipeline.name;
+    let wanted =
         pipeline.source.topics.iter().chain([&pipeline.sink.dead_letters, &pipeline.sink.alerts]).cloned().collect();
-    tokio::task::spawn_blocking(move || {
-        let metadata = consumer
-            .fetch_metadata(None, Duration::from_secs(15))
-            .with_context(|| format!("{name}: Kafka did not answer"))?;
-        let missing: Vec<&String> = wanted
-            .iter()
-            .filter(|t| !metadata.topics().iter().any(|m| m.name() == t.as_str() && m.error().is_none()))
-            .collect();
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            bail!(
-                "{name}: topics missing: {} (create them, e.g. scripts/kafka topics --create --topic NAME --partitions 8)",
-                missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-            )
+    match ensure_topics(&pipeline.source.brokers, &pipeline.source.properties, wanted).await {
+        Ok(()) => Ok(()),
+        Err(e @ TopicsError::Missing(_)) => {
+            bail!("{name}: {e} (create them, e.g. scripts/kafka topics --create --topic NAME --partitions 8)")
         }
-    })
-    .await
-    .context("checking topics")?
+        Err(TopicsError::Client(e)) => Err(e).with_context(|| format!("{name}: creating a metadata client")),
+        Err(TopicsError::Unreachable(e)) => Err(e).with_context(|| format!("{name}: Kafka did not answer")),
+        Err(e) => Err(e).context("checking topics"),
+    }
 }

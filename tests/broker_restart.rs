@@ -70,7 +70,7 @@ async fn a_broker_restart_loses_and_repeats_no_alert() {
     // The outage in a few lines: each client says it once, then once
     // every 10 s with the count held back.
     let log = vigil.log();
-    let said = log.lines().filter(|l| l.contains("vigil::kafka_log")).count();
+    let said = log.lines().filter(|l| l.contains("vigil::kafka::log")).count();
     assert!((1..=12).contains(&said), "{said} lines about Kafka errors:\n{log}");
     // Each counted before it is said: read after the log, the count holds them all.
     let counted = vigil.metric("vigil_kafka_client_errors_total");

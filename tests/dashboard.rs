@@ -1,12 +1,12 @@
 //! The Grafana dashboard `scripts/grafana/vigil-dashboard.json` shows only
 //! what vigil exports: every metric its PromQL expressions (panels and
-//! template variables) select is one of `src/metrics.rs`'s `names`, and
+//! template variables) select is one of `src/telemetry/mod.rs`'s `names`, and
 //! exists on `/metrics` of a `vigil run` process running a streaming
 //! pipeline (records, an alert, a dead letter, a skipped tombstone) and a
 //! batch job (2-second windows) side by side against the real stack.
 //! Metrics of events a test cannot cause (actor restarts, misalignments,
 //! batch failures) exist too: vigil registers them at 0 when a pipeline
-//! starts (`vigil::metrics::zero_series`, `zero_batch_series`).
+//! starts (each owner's series, e.g. the source's and the batch job's).
 
 mod support;
 mod support_pg;
@@ -20,7 +20,7 @@ use support::*;
 use support_pg::*;
 
 const DASHBOARD: &str = include_str!("../scripts/grafana/vigil-dashboard.json");
-const METRICS_RS: &str = include_str!("../src/metrics.rs");
+const METRICS_RS: &str = include_str!("../src/telemetry/mod.rs");
 
 // ---------------------------------------------------------------------------
 // The extractor: metric names out of PromQL and Grafana template queries.
@@ -268,7 +268,7 @@ fn walk_panels(node: &Value, f: &mut dyn FnMut(&Value) -> Result<(), String>) ->
     Ok(())
 }
 
-/// The metric names `src/metrics.rs` declares in `mod names`.
+/// The metric names `src/telemetry/mod.rs` declares in `mod names`.
 fn declared_names(source: &str) -> BTreeSet<String> {
     source
         .lines()
@@ -367,10 +367,13 @@ fn histogram_suffixes_are_stripped() {
 #[test]
 fn the_dashboard_uses_only_declared_metric_names() {
     let declared = declared_names(METRICS_RS);
-    assert!(declared.contains("vigil_records_total") && declared.len() >= 20, "parsed src/metrics.rs: {declared:?}");
+    assert!(
+        declared.contains("vigil_records_total") && declared.len() >= 20,
+        "parsed src/telemetry/mod.rs: {declared:?}"
+    );
     let used = dashboard_metrics(DASHBOARD).expect("the dashboard's queries are understood");
     let undeclared: Vec<&String> = used.difference(&declared).collect();
-    assert!(undeclared.is_empty(), "not in src/metrics.rs names: {undeclared:?}");
+    assert!(undeclared.is_empty(), "not in src/telemetry/mod.rs names: {undeclared:?}");
     // The template variables select pipelines from metrics the dashboard uses.
     assert!(used.contains("vigil_records_total"), "{used:?}");
 }

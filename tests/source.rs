@@ -16,13 +16,14 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use rust_decimal::Decimal;
 use vigil::config::{load_str, Pipeline};
-use vigil::dead_letter::{durable_producer_config, headers, DeadLetters};
 use vigil::decode::DecodeOptions;
-use vigil::kafka_log::create_producer;
-use vigil::metrics::Health;
+use vigil::kafka::{create_producer, durable_producer_config, Client};
 use vigil::row::{Key, Row, Value};
+use vigil::sink::dead_letter::{headers, DeadLetters};
 use vigil::source::records::{Fetched, RecordsQueue};
-use vigil::source::{BatchError, Downstream, Source, SourceParts};
+use vigil::source::{Source, SourceParts};
+use vigil::stage::{BatchError, Downstream};
+use vigil::telemetry::Health;
 use vigil::time::EventTime;
 
 use support::*;
@@ -39,7 +40,9 @@ impl Downstream for Collect {
     fn process(&self, _topic: Arc<str>, partition: i32, rows: Vec<Row>) -> BoxFuture<'static, Result<(), BatchError>> {
         let fail = self.failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
         if fail {
-            return Box::pin(async { Err(BatchError::Retry("downstream went away".into())) });
+            return Box::pin(async {
+                Err(BatchError::Unavailable { stage: "test downstream", reason: actix::MailboxError::Closed })
+            });
         }
         if let Ok(mut all) = self.rows.lock() {
             all.extend(rows.into_iter().map(|r| (partition, r)));
@@ -93,7 +96,7 @@ async fn run_with(pipeline: Pipeline, downstream: Arc<dyn Downstream>, mut done:
             &pipeline.source.properties,
             pipeline.sink.delivery_timeout,
         );
-        let producer = create_producer(&config, &pipeline.name, "producer").expect("dead-letter producer");
+        let producer = create_producer(&config, &pipeline.name, Client::Producer).expect("dead-letter producer");
         let (fatal, _fatal_rx) = tokio::sync::mpsc::unbounded_channel();
         let source = Source::start(SourceParts {
             decode: DecodeOptions::for_pipeline(&pipeline),

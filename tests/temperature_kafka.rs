@@ -13,8 +13,8 @@ use std::time::Duration;
 use support::*;
 use support_pg::*;
 use vigil::config::{load_any_str, BatchPipeline, PipelineDef};
-use vigil::metrics::Health;
 use vigil::schedule::{self, Job, RunOutcome, StartError};
+use vigil::telemetry::Health;
 
 const MIN: i64 = 60 * MICROS;
 

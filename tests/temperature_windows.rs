@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use support_pg::*;
 use vigil::config::{load_any_str, BatchPipeline, PipelineDef};
-use vigil::metrics::Health;
 use vigil::schedule::{self, Job, ManualClock, Options, RunError, RunOutcome};
+use vigil::telemetry::Health;
 
 /// 2024-03-10T10:00:00Z, µs.
 const T10: i64 = 1_710_064_800 * MICROS;

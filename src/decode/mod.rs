@@ -107,13 +107,23 @@ pub enum Skip {
 
 impl Skip {
     /// The metric label.
-    pub fn reason(self) -> &'static str {
+    pub fn reason(self) -> SkipReason {
         match self {
-            Skip::Tombstone => "tombstone",
-            Skip::Truncate => "truncate",
-            Skip::Message => "message",
-            Skip::OpNotRead(_) => "op_not_read",
+            Skip::Tombstone => SkipReason::Tombstone,
+            Skip::Truncate => SkipReason::Truncate,
+            Skip::Message => SkipReason::Message,
+            Skip::OpNotRead(_) => SkipReason::OpNotRead,
         }
+    }
+}
+
+crate::label_values! {
+    /// The `reason` label of skipped records, one per [`Skip`].
+    pub enum SkipReason {
+        Tombstone => "tombstone",
+        Truncate => "truncate",
+        Message => "message",
+        OpNotRead => "op_not_read",
     }
 }
 
@@ -149,18 +159,34 @@ pub enum DecodeError {
 
 impl DecodeError {
     /// A short, bounded label for metrics and the dead-letter header.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> DecodeReason {
         match self {
-            DecodeError::BadJson(_) => "bad_json",
-            DecodeError::BadEnvelope(_) => "bad_envelope",
-            DecodeError::BadSchema(_) => "bad_schema",
-            DecodeError::UnknownOp(_) => "unknown_op",
-            DecodeError::MissingKey(_) => "missing_key",
-            DecodeError::MissingEventTime(_) => "missing_event_time",
-            DecodeError::MissingValue(_) => "missing_value",
-            DecodeError::WrongType { .. } => "wrong_type",
-            DecodeError::BadValue { .. } => "bad_value",
+            DecodeError::BadJson(_) => DecodeReason::BadJson,
+            DecodeError::BadEnvelope(_) => DecodeReason::BadEnvelope,
+            DecodeError::BadSchema(_) => DecodeReason::BadSchema,
+            DecodeError::UnknownOp(_) => DecodeReason::UnknownOp,
+            DecodeError::MissingKey(_) => DecodeReason::MissingKey,
+            DecodeError::MissingEventTime(_) => DecodeReason::MissingEventTime,
+            DecodeError::MissingValue(_) => DecodeReason::MissingValue,
+            DecodeError::WrongType { .. } => DecodeReason::WrongType,
+            DecodeError::BadValue { .. } => DecodeReason::BadValue,
         }
+    }
+}
+
+crate::label_values! {
+    /// The `reason` label of decode errors and dead letters, one per
+    /// [`DecodeError`] variant.
+    pub enum DecodeReason {
+        BadJson => "bad_json",
+        BadEnvelope => "bad_envelope",
+        BadSchema => "bad_schema",
+        UnknownOp => "unknown_op",
+        MissingKey => "missing_key",
+        MissingEventTime => "missing_event_time",
+        MissingValue => "missing_value",
+        WrongType => "wrong_type",
+        BadValue => "bad_value",
     }
 }
 

@@ -8,6 +8,7 @@ use serde_json::{json, Value as Json};
 
 use super::*;
 use crate::decode::value::{Role, Schemaless, TimeUnit};
+use crate::telemetry::Label;
 
 const CREATE: &[u8] = include_bytes!("../../tests/fixtures/debezium/transactions-create.value.json");
 const UPDATE: &[u8] = include_bytes!("../../tests/fixtures/debezium/transactions-update.value.json");
@@ -321,7 +322,7 @@ fn malformed_records_are_errors_with_reasons() {
     let mut opts = options(&[Op::Create]);
     opts.roles[3] = Role::Decimal { schemaless_scale: Some(2) };
     let mut d = Decoder::new(opts, TOPIC);
-    let reason = |r: Result<Decoded, DecodeError>| r.expect_err("must fail").reason();
+    let reason = |r: Result<Decoded, DecodeError>| r.expect_err("must fail").reason().as_label();
 
     assert_eq!(reason(d.decode(Some(b"{not json"), 1)), "bad_json");
     assert_eq!(reason(d.decode(Some(b"[1,2]"), 1)), "bad_envelope");
@@ -366,7 +367,7 @@ fn envelope_without_image_for_its_op_is_refused() {
     let mut record: Json = serde_json::from_slice(CREATE).expect("json");
     record["payload"]["after"] = Json::Null;
     let e = decode_json(&mut d, record).expect_err("must fail");
-    assert_eq!(e.reason(), "bad_envelope");
+    assert_eq!(e.reason().as_label(), "bad_envelope");
     assert!(e.to_string().contains("op c without its after image"), "{e}");
 }
 
@@ -472,7 +473,7 @@ fn shaped_reads_agree_with_key_by_key_reads() {
 #[test]
 fn cached_schema_reads_agree_with_first_reads() {
     let opts = options(&[Op::Create, Op::Update, Op::Delete, Op::Read]);
-    let outcome = |r: Result<Decoded, DecodeError>| r.map_err(|e| e.reason());
+    let outcome = |r: Result<Decoded, DecodeError>| r.map_err(|e| e.reason().as_label());
     for fixture in [CREATE, UPDATE, DELETE] {
         let len = envelope_prefix_len(fixture).expect("a schema-enabled fixture");
         let prefix = &fixture[..len];

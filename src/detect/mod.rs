@@ -18,6 +18,7 @@ use rust_decimal::Decimal;
 
 use crate::config::{DetectorKind, Pipeline};
 use crate::row::{Key, Projection, Row};
+use crate::sink::alert::Evidence;
 use crate::time::EventTime;
 use spend::{SpendFinding, SpendHistory};
 use velocity::{VelocityFinding, VelocityWindow};
@@ -38,13 +39,20 @@ pub enum Finding {
     Velocity(VelocityFinding),
 }
 
-impl Finding {
-    /// The alert's score: how many times the mean for a spend anomaly,
-    /// the points for a velocity score.
-    pub fn score(&self) -> Decimal {
+impl Evidence for Finding {
+    /// How many times the mean for a spend anomaly, the points for a
+    /// velocity score.
+    fn score(&self) -> Decimal {
         match self {
             Finding::Spend(f) => f.ratio(),
             Finding::Velocity(f) => Decimal::from(f.score),
+        }
+    }
+
+    fn reasons(&self) -> serde_json::Value {
+        match self {
+            Finding::Spend(f) => f.reasons(),
+            Finding::Velocity(f) => f.reasons(),
         }
     }
 }

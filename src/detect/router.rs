@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 
 use super::shard::{Detect, DetectorShard, Forget};
 use crate::row::Row;
-use crate::source::{placement, BatchError, Downstream};
+use crate::stage::{placement, BatchError, Downstream};
 
 pub struct DetectorRouter {
     shards: Vec<Addr<DetectorShard>>,
@@ -34,7 +34,7 @@ impl Downstream for DetectorRouter {
             match request.await {
                 Ok(result) => result,
                 // The shard is gone (its worker stopped): read the batch again.
-                Err(e) => Err(BatchError::Retry(format!("detector shard unavailable: {e}"))),
+                Err(reason) => Err(BatchError::Unavailable { stage: "detector shard", reason }),
             }
         })
     }

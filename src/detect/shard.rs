@@ -20,10 +20,10 @@ use futures::future::join_all;
 use tracing::warn;
 
 use super::{Detectors, UserMap};
-use crate::alert::{self, AlertContext, AlertSink, SourcePosition};
-use crate::metrics::names;
 use crate::row::{Key, Op, Row, Value};
-use crate::source::BatchError;
+use crate::sink::alert::{self, AlertContext, AlertSink, SourcePosition};
+use crate::stage::{BatchError, Output};
+use crate::telemetry::{names, zeroed_counter, zeroed_gauge, OnFirstUse};
 use crate::time::EventTime;
 
 /// How often (rows) a partition's idle users are looked for.
@@ -38,8 +38,12 @@ pub struct ShardSetup {
     /// Ops whose rows may alert; the others only warm the state.
     pub alerting_ops: Vec<Op>,
     pub alerts: AlertSink,
-    /// Users tracked by all shards of the pipeline, for the gauge.
+    /// Users tracked by all shards of the pipeline, and its gauge.
     pub tracked_users: Arc<AtomicI64>,
+    tracked_gauge: metrics::Gauge,
+    misalignments: metrics::Counter,
+    /// Alerts acknowledged, by detector (as listed in the pipeline).
+    alerts_sent: Box<[OnFirstUse<metrics::Counter>]>,
     /// The partition each key was first seen on, by any shard: per-user
     /// state is only right when all of a user's rows share a partition.
     /// Looked at when a shard meets a key, not for every row.
@@ -64,8 +68,21 @@ impl ShardSetup {
         projection: &crate::row::Projection,
         alerts: AlertSink,
     ) -> Self {
+        let alerts_sent = pipeline
+            .detectors
+            .iter()
+            .map(|d| {
+                let (pipeline, detector) = (pipeline.name.clone(), d.name.clone());
+                OnFirstUse::new(move || {
+                    metrics::counter!(names::ALERTS, "pipeline" => pipeline.clone(), "detector" => detector.clone())
+                })
+            })
+            .collect();
         ShardSetup {
             pipeline: pipeline.name.clone(),
+            tracked_gauge: zeroed_gauge(names::TRACKED_USERS, &pipeline.name),
+            misalignments: zeroed_counter(names::KEY_MISALIGNMENTS, &pipeline.name),
+            alerts_sent,
             detectors: Arc::new(Detectors::for_pipeline(pipeline, projection)),
             primary_key: pipeline
                 .rows
@@ -96,7 +113,7 @@ impl DetectorShard {
     /// named in a warning (at most once a minute) that says how to fix the
     /// topic's keying.
     fn report_misaligned(&mut self, topic: &str, partition: i32, rows: u64, other_partition: Option<i32>) {
-        metrics::counter!(names::KEY_MISALIGNMENTS, "pipeline" => self.setup.pipeline.clone()).increment(rows);
+        self.setup.misalignments.increment(rows);
         if self.last_misalignment_warning.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
             return;
         }
@@ -109,7 +126,7 @@ impl DetectorShard {
     fn track(&self, delta: i64) {
         if delta != 0 {
             let now = self.setup.tracked_users.fetch_add(delta, Ordering::Relaxed) + delta;
-            metrics::gauge!(names::TRACKED_USERS, "pipeline" => self.setup.pipeline.clone()).set(now as f64);
+            self.setup.tracked_gauge.set(now as f64);
         }
     }
 }
@@ -179,7 +196,7 @@ impl Handler<Detect> for DetectorShard {
                     source: SourcePosition { topic: &msg.topic, partition: msg.partition },
                 };
                 let amount = row.values.get(detector.amount).unwrap_or(&Value::Null);
-                alerts.push((detector.name.clone(), alert::build(&ctx, row, amount, &finding)));
+                alerts.push((i, alert::build(&ctx, row, amount, &finding)));
             });
             part.newest = part.newest.max(Some(row.event_time));
         }
@@ -196,7 +213,6 @@ impl Handler<Detect> for DetectorShard {
             self.report_misaligned(&msg.topic, msg.partition, misaligned, other_partition);
         }
 
-        let pipeline = setup.pipeline.clone();
         Box::pin(async move {
             let sends = alerts.into_iter().map(|(detector, alert)| {
                 let sink = setup.alerts.clone();
@@ -204,11 +220,8 @@ impl Handler<Detect> for DetectorShard {
             });
             for result in join_all(sends).await {
                 match result {
-                    Ok(detector) => {
-                        metrics::counter!(names::ALERTS, "pipeline" => pipeline.clone(), "detector" => detector)
-                            .increment(1)
-                    }
-                    Err(e) => return Err(BatchError::Fatal(format!("alert not delivered: {e}"))),
+                    Ok(detector) => setup.alerts_sent[detector].get().increment(1),
+                    Err(error) => return Err(BatchError::NotDelivered { what: Output::Alert, error }),
                 }
             }
             Ok(())

@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 
 use rust_decimal::Decimal;
+use serde_json::{json, Value as Json};
 
 use super::exact;
 use crate::config::SpendAnomalyConfig;
@@ -252,6 +253,18 @@ pub struct SpendFinding {
 }
 
 impl SpendFinding {
+    /// The alert's `reasons`: this rule's evidence.
+    pub fn reasons(&self) -> Json {
+        json!([{
+            "rule": "spend_anomaly",
+            "amount": self.amount.to_string(),
+            "mean": self.mean.to_string(),
+            "factor": self.factor.to_string(),
+            "history": self.history,
+            "min_amount": self.min_amount.to_string(),
+        }])
+    }
+
     /// How many times the mean the amount is (4 places).
     pub fn ratio(&self) -> Decimal {
         if self.mean.is_zero() {
@@ -312,6 +325,18 @@ mod tests {
         assert_eq!((finding.mean, finding.history, finding.factor), (d("200"), 3, d("3.0")));
         assert_eq!(finding.amount, d("600.01"));
         assert_eq!(finding.ratio(), d("3.0000"), "3.00005 shown to 4 places");
+    }
+
+    #[test]
+    fn the_evidence_names_the_rule_and_its_exact_values() {
+        let c = SpendAnomalyConfig::default();
+        let (_, f) = feed(&c, &["100", "100", "100", "4000.00"]);
+        let reasons = f[3].as_ref().expect("alert").reasons();
+        assert_eq!(
+            reasons,
+            json!([{"rule": "spend_anomaly", "amount": "4000.00", "mean": "100", "factor": "3.0",
+                    "history": 3, "min_amount": "500"}])
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 
 use rust_decimal::Decimal;
+use serde_json::{json, Value as Json};
 
 use super::exact;
 use crate::config::VelocityScoreConfig;
@@ -52,6 +53,31 @@ pub struct VelocityFinding {
     /// The amount rule's part, when active.
     pub high_amount: Option<HighAmountEvidence>,
     pub alert_above: u32,
+}
+
+impl VelocityFinding {
+    /// The alert's `reasons`: one entry per active rule.
+    pub fn reasons(&self) -> Json {
+        let mut rules = Vec::new();
+        if let Some(v) = &self.velocity {
+            rules.push(json!({
+                "rule": "velocity",
+                "count": v.count,
+                "window_seconds": v.window.as_secs_f64(),
+                "max_count": v.max_count,
+                "points": v.points,
+            }));
+        }
+        if let Some(h) = &self.high_amount {
+            rules.push(json!({
+                "rule": "high_amount",
+                "amount": h.amount.to_string(),
+                "threshold": h.threshold.to_string(),
+                "points": h.points,
+            }));
+        }
+        Json::Array(rules)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -171,6 +197,21 @@ mod tests {
         feed(&c, &mut w, &[0, 0, 0, 0, 0]);
         let past_edge = observe(&c, &mut w, EventTime(60 * S + 1), d("1"));
         assert_eq!(past_edge, None, "the five are 60 s + 1 µs old");
+    }
+
+    #[test]
+    fn the_evidence_has_an_entry_per_active_rule() {
+        let c = VelocityScoreConfig::default();
+        let mut w = VelocityWindow::default();
+        feed(&c, &mut w, &[0, S, 2 * S, 3 * S, 4 * S]);
+        let f = observe(&c, &mut w, EventTime(5 * S), d("4500.00")).expect("90 > 70");
+        assert_eq!(
+            f.reasons(),
+            json!([
+                {"rule": "velocity", "count": 6, "window_seconds": 60.0, "max_count": 5, "points": 40},
+                {"rule": "high_amount", "amount": "4500.00", "threshold": "4000", "points": 50},
+            ])
+        );
     }
 
     #[test]

@@ -23,16 +23,16 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures::FutureExt as _;
-use metrics::{counter, histogram};
 use tokio::sync::oneshot;
 use tracing::{debug, error, info};
 
 use super::clock::Clock;
 use super::error::RunError;
 use super::job::{Job, RunOutcome};
+use super::series::BatchSeries;
 use super::window::Grid;
 use super::window::{micros, timestamp};
-use crate::metrics::{names, Health};
+use crate::telemetry::Health;
 
 /// The first retry after a failure.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -55,6 +55,7 @@ pub(super) struct Stop(pub oneshot::Sender<()>);
 
 pub(super) struct Scheduler {
     name: String,
+    series: Arc<BatchSeries>,
     /// Home between runs; inside the run's future during one.
     job: Option<Job>,
     clock: Arc<dyn Clock>,
@@ -73,6 +74,7 @@ impl Scheduler {
     pub fn new(job: Job, clock: Arc<dyn Clock>, nap: Duration, health: Health) -> Self {
         Scheduler {
             name: job.pipeline().name.clone(),
+            series: Arc::clone(job.series()),
             every: job.pipeline().schedule.every,
             job: Some(job),
             next_attempt: clock.now(),
@@ -119,7 +121,6 @@ impl Scheduler {
 
     fn finished(&mut self, result: Result<RunOutcome, RunError>, grid: Grid, took: Duration, ctx: &mut Context<Self>) {
         let now = self.clock.now();
-        let label = self.name.clone();
         match result {
             Ok(outcome) => {
                 if self.failures > 0 {
@@ -129,11 +130,11 @@ impl Scheduler {
                 self.health.healthy(&self.name);
                 match outcome {
                     RunOutcome::Ran { windows, .. } => {
-                        histogram!(names::BATCH_RUN_SECONDS, "pipeline" => label).record(took.as_secs_f64());
+                        self.series.run_seconds.get().record(took.as_secs_f64());
                         debug!(pipeline = %self.name, windows = windows.len(), took = ?took, "run done");
                     }
                     RunOutcome::LockBusy => {
-                        counter!(names::BATCH_LOCK_BUSY, "pipeline" => label).increment(1);
+                        self.series.lock_busy.increment(1);
                         debug!(pipeline = %self.name, "another process holds the pipeline's lock and runs it");
                     }
                 }
@@ -142,7 +143,7 @@ impl Scheduler {
             Err(e) => {
                 self.failures += 1;
                 let wait = backoff(self.failures, self.every);
-                counter!(names::BATCH_FAILURES, "pipeline" => label, "reason" => e.class()).increment(1);
+                self.series.failures.inc(e.class());
                 error!(
                     pipeline = %self.name,
                     error = %e,

@@ -49,15 +49,26 @@ pub enum RunError {
     Panicked(String),
 }
 
+crate::label_values! {
+    /// The `reason` label of failed runs, one per [`RunError`] variant.
+    pub enum FailureReason {
+        Unavailable => "unavailable",
+        Statement => "statement",
+        Readings => "readings_table",
+        Kafka => "kafka",
+        Panicked => "panic",
+    }
+}
+
 impl RunError {
     /// The `reason` label of the failure metric.
-    pub fn class(&self) -> &'static str {
+    pub fn class(&self) -> FailureReason {
         match self {
-            RunError::Unavailable { .. } => "unavailable",
-            RunError::Statement { .. } => "statement",
-            RunError::Readings { .. } => "readings_table",
-            RunError::Kafka { .. } => "kafka",
-            RunError::Panicked(_) => "panic",
+            RunError::Unavailable { .. } => FailureReason::Unavailable,
+            RunError::Statement { .. } => FailureReason::Statement,
+            RunError::Readings { .. } => FailureReason::Readings,
+            RunError::Kafka { .. } => FailureReason::Kafka,
+            RunError::Panicked(_) => FailureReason::Panicked,
         }
     }
 
@@ -114,6 +125,7 @@ pub(super) fn chain(err: &dyn StdError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::Label;
 
     #[derive(Debug, thiserror::Error)]
     #[error("outer")]
@@ -128,8 +140,8 @@ mod tests {
     #[test]
     fn classes_label_the_failure_metric() {
         let e = RunError::Unavailable { target: "h:5432/d".into(), reason: "refused".into() };
-        assert_eq!(e.class(), "unavailable");
+        assert_eq!(e.class().as_label(), "unavailable");
         assert_eq!(e.to_string(), "PostgreSQL at h:5432/d is unavailable: refused");
-        assert_eq!(RunError::Panicked("x".into()).class(), "panic");
+        assert_eq!(RunError::Panicked("x".into()).class().as_label(), "panic");
     }
 }

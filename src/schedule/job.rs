@@ -20,15 +20,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deadpool_postgres::tokio_postgres::{self, NoTls};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use metrics::{counter, gauge};
 use tracing::{debug, info, warn};
 
 use super::error::{RunError, StartError};
 use super::output::KafkaOutput;
+use super::series::BatchSeries;
 use super::sql::{self, Statements};
-use super::window::{micros, timestamp, Grid, Kind, Planned, Skipped, Window};
+use super::window::{micros, timestamp, Grid, Planned, Skipped, Window, WindowKind};
 use crate::config::BatchPipeline;
-use crate::metrics::names;
+use crate::telemetry::Label;
 
 /// A group's result for one window.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,7 +47,7 @@ pub struct GroupResult {
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowReport {
     pub window: Window,
-    pub kind: Kind,
+    pub kind: WindowKind,
     /// Readings aggregated.
     pub rows_read: i64,
     /// One per group, ordered by group.
@@ -74,6 +74,7 @@ pub struct Job {
     lock_key: i64,
     target: String,
     output: Option<KafkaOutput>,
+    series: Arc<BatchSeries>,
     /// Tables created (or found) since the last failure.
     tables_ready: bool,
     /// Readings table checked since the last failure.
@@ -95,6 +96,7 @@ impl Job {
             target: pipeline.postgres.target(),
             pool,
             output,
+            series: Arc::new(BatchSeries::register(&pipeline.name)),
             tables_ready: false,
             readings_checked: false,
             pipeline,
@@ -103,6 +105,10 @@ impl Job {
 
     pub fn pipeline(&self) -> &BatchPipeline {
         &self.pipeline
+    }
+
+    pub(super) fn series(&self) -> &Arc<BatchSeries> {
+        &self.series
     }
 
     pub fn grid(&self) -> &Grid {
@@ -171,7 +177,7 @@ impl Job {
             conn.query_one(&self.sql.last_completed, &[&name]).await.map_err(pg("reading completed windows"))?.get(0);
         let last = last.map(from);
         if let Some(end) = last {
-            gauge!(names::BATCH_LAST_COMPLETED_WINDOW, "pipeline" => name.to_owned()).set(end as f64 / 1e6);
+            self.series.last_completed.get().set(end as f64 / 1e6);
         }
 
         let plan = self.grid.plan(now, &completed, last);
@@ -305,22 +311,20 @@ impl Job {
             .get(0);
         tx.commit().await.map_err(pg("committing a window"))?;
 
-        let label = name.to_owned();
-        counter!(names::BATCH_ROWS_READ, "pipeline" => label.clone()).increment(rows_read.max(0) as u64);
-        counter!(names::BATCH_WINDOWS, "pipeline" => label.clone(), "kind" => kind.as_str()).increment(1);
-        let gauge = gauge!(names::BATCH_LAST_COMPLETED_WINDOW, "pipeline" => label);
-        if kind == Kind::First {
+        self.series.rows_read.increment(rows_read.max(0) as u64);
+        self.series.windows.inc(kind);
+        if kind == WindowKind::First {
             // Windows complete oldest first, so the newest is the last.
-            gauge.set(window.end as f64 / 1e6);
+            self.series.last_completed.get().set(window.end as f64 / 1e6);
         }
         let silent = results.iter().filter(|r| r.readings == 0).count();
         if rows_read == 0 {
-            info!(pipeline = %name, window = %window, kind = kind.as_str(), silent_groups = silent, "window empty: no readings");
+            info!(pipeline = %name, window = %window, kind = kind.as_label(), silent_groups = silent, "window empty: no readings");
         } else {
             info!(
                 pipeline = %name,
                 window = %window,
-                kind = kind.as_str(),
+                kind = kind.as_label(),
                 readings = rows_read,
                 groups = results.len() - silent,
                 silent_groups = silent,

@@ -20,7 +20,8 @@
 //!
 //! Layout: `window.rs` (alignment and the plan of a run: pure), `clock.rs`
 //! (injectable time), `sql.rs` (statements), `job.rs` (one run),
-//! `output.rs` (Kafka), `actor.rs` (when to run, retries), `error.rs`.
+//! `output.rs` (Kafka), `actor.rs` (when to run, retries), `error.rs`,
+//! `series.rs` (its metrics).
 //!
 //! Deliberately not here: TLS to PostgreSQL (connections are plain TCP,
 //! as on the stack), other aggregations than avg/min/max/count, and time
@@ -31,6 +32,7 @@ mod clock;
 mod error;
 mod job;
 mod output;
+mod series;
 mod sql;
 mod window;
 
@@ -42,12 +44,12 @@ use tokio::sync::oneshot;
 use tracing::warn;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{RunError, StartError};
+pub use error::{FailureReason, RunError, StartError};
 pub use job::{GroupResult, Job, RunOutcome, WindowReport};
-pub use window::{timestamp, Grid, Kind, Plan, Planned, Skipped, Window};
+pub use window::{timestamp, Grid, Plan, Planned, Skipped, Window, WindowKind};
 
 use crate::config::BatchPipeline;
-use crate::metrics::{names, Health};
+use crate::telemetry::Health;
 
 /// How long [`Schedules::stop`] waits for runs in flight to finish.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -115,9 +117,6 @@ pub async fn start_with(
     health: &Health,
     options: Options,
 ) -> Result<Schedules, StartError> {
-    if !pipelines.is_empty() {
-        describe();
-    }
     let mut jobs = Vec::new();
     for pipeline in pipelines {
         let job = Job::new(Arc::new(pipeline))?;
@@ -129,33 +128,9 @@ pub async fn start_with(
         .map(|job| {
             let name = job.pipeline().name.clone();
             health.register(&name);
-            crate::metrics::zero_batch_series(&name);
             let addr = actor::Scheduler::new(job, Arc::clone(&options.clock), options.nap, health.clone()).start();
             (name, addr)
         })
         .collect();
     Ok(Schedules { actors })
-}
-
-/// Describes the batch metrics (the names are in `crate::metrics::names`).
-fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_gauge!(
-        names::BATCH_LAST_COMPLETED_WINDOW,
-        Unit::Seconds,
-        "End of the newest completed window of a batch pipeline, Unix seconds"
-    );
-    describe_histogram!(
-        names::BATCH_RUN_SECONDS,
-        Unit::Seconds,
-        "Time of a batch run that held the pipeline's lock, all its windows included"
-    );
-    describe_counter!(names::BATCH_ROWS_READ, Unit::Count, "Readings aggregated by batch runs");
-    describe_counter!(names::BATCH_FAILURES, Unit::Count, "Failed batch runs, by reason (unavailable, statement, ...)");
-    describe_counter!(names::BATCH_WINDOWS, Unit::Count, "Windows computed, by kind (first, recompute)");
-    describe_counter!(
-        names::BATCH_LOCK_BUSY,
-        Unit::Count,
-        "Batch runs skipped because another process held the pipeline's lock"
-    );
 }

@@ -2,7 +2,7 @@
 //! JSON record keyed by its group (sensor), with the window's end as the
 //! record's timestamp and the pipeline in a `vigil.pipeline` header.
 //!
-//! The producer is idempotent with `acks=all` (the dead letters' settings),
+//! The producer is the durable one (idempotent, `acks=all`),
 //! and a window is marked completed only after every record of it is
 //! acknowledged: a failure rolls the window back, and it is computed and
 //! published again. Delivery is therefore at least once; a consumer keeps
@@ -13,18 +13,15 @@
 use std::time::Duration;
 
 use futures::future::try_join_all;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
-use rdkafka::ClientConfig;
 use serde_json::{Map, Value};
 
 use super::error::{RunError, StartError};
 use super::window::{timestamp, Window};
 use super::GroupResult;
 use crate::config::KafkaOutputConfig;
-use crate::dead_letter::durable_producer_config;
-use crate::kafka_log::{create_producer, DurableProducer};
+use crate::kafka::{create_producer, durable_producer_config, ensure_topics, Client, DurableProducer, TopicsError};
 
 /// How long one record may wait in the producer's queue.
 const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,43 +40,28 @@ impl KafkaOutput {
             &config.properties,
             crate::config::SinkConfig::DEFAULT_DELIVERY_TIMEOUT,
         );
-        let producer =
-            create_producer(producer_config.set("client.id", format!("vigil-{pipeline}-results")), pipeline, "results")
-                .map_err(|e| StartError::Producer { pipeline: pipeline.to_owned(), reason: e.to_string() })?;
+        let producer = create_producer(
+            producer_config.set("client.id", format!("vigil-{pipeline}-results")),
+            pipeline,
+            Client::Results,
+        )
+        .map_err(|e| StartError::Producer { pipeline: pipeline.to_owned(), reason: e.to_string() })?;
         Ok(KafkaOutput { producer, config: config.clone(), pipeline: pipeline.to_owned() })
     }
 
     /// The topic must exist: a typo should stop the start, not every run.
     pub async fn check_topic(&self) -> Result<(), StartError> {
-        let mut client = ClientConfig::new();
-        for (k, v) in &self.config.properties {
-            client.set(k, v);
-        }
-        let pipeline = self.pipeline.clone();
-        let topic = self.config.topic.clone();
-        let consumer: BaseConsumer = client
-            .set("bootstrap.servers", &self.config.brokers)
-            .create()
-            .map_err(|e| StartError::Topic { pipeline: pipeline.clone(), reason: format!("Kafka client: {e}") })?;
-        tokio::task::spawn_blocking(move || {
-            let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(15)).map_err(|e| {
-                StartError::Topic { pipeline: pipeline.clone(), reason: format!("Kafka did not answer: {e}") }
-            })?;
-            let found = metadata.topics().iter().any(|t| t.name() == topic && t.error().is_none());
-            if found {
-                Ok(())
-            } else {
-                Err(StartError::Topic {
-                    pipeline,
-                    reason: format!(
-                        "results.kafka.topic {topic} does not exist (create it, e.g. scripts/kafka topics --create \
-                         --topic {topic} --partitions 1 --replication-factor 1)"
-                    ),
-                })
-            }
-        })
-        .await
-        .map_err(|e| StartError::Topic { pipeline: self.pipeline.clone(), reason: e.to_string() })?
+        let (pipeline, topic) = (self.pipeline.clone(), self.config.topic.clone());
+        let reason = match ensure_topics(&self.config.brokers, &self.config.properties, vec![topic.clone()]).await {
+            Ok(()) => return Ok(()),
+            Err(TopicsError::Missing(_)) => format!(
+                "results.kafka.topic {topic} does not exist (create it, e.g. scripts/kafka topics --create \
+                 --topic {topic} --partitions 1 --replication-factor 1)"
+            ),
+            Err(TopicsError::Client(e)) => format!("Kafka client: {e}"),
+            Err(other) => other.to_string(),
+        };
+        Err(StartError::Topic { pipeline, reason })
     }
 
     /// Publishes every row of `window` and waits for Kafka to acknowledge

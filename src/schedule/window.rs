@@ -52,22 +52,14 @@ pub fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
-/// Why a window is in a plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
-    /// Not completed before: computed for the first time.
-    First,
-    /// Completed before; computed again to take in late readings.
-    Recompute,
-}
-
-impl Kind {
-    /// The label in logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::First => "first",
-            Kind::Recompute => "recompute",
-        }
+crate::label_values! {
+    /// Why a window is in a plan; its label in logs and metrics.
+    #[derive(PartialOrd, Ord)]
+    pub enum WindowKind {
+        /// Not completed before: computed for the first time.
+        First => "first",
+        /// Completed before; computed again to take in late readings.
+        Recompute => "recompute",
     }
 }
 
@@ -75,7 +67,7 @@ impl Kind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Planned {
     pub window: Window,
-    pub kind: Kind,
+    pub kind: WindowKind,
 }
 
 /// Windows that were never completed and are older than `catch_up_limit`:
@@ -207,8 +199,8 @@ impl Grid {
         };
         let mut windows: Vec<Planned> = first
             .into_iter()
-            .map(|window| Planned { window, kind: Kind::First })
-            .chain(again.into_iter().map(|window| Planned { window, kind: Kind::Recompute }))
+            .map(|window| Planned { window, kind: WindowKind::First })
+            .chain(again.into_iter().map(|window| Planned { window, kind: WindowKind::Recompute }))
             .collect();
         windows.sort_by_key(|p| (p.window.start, p.kind));
         Plan { windows, skipped }
@@ -239,11 +231,11 @@ mod tests {
     }
 
     fn firsts(plan: &Plan) -> Vec<Window> {
-        plan.windows.iter().filter(|p| p.kind == Kind::First).map(|p| p.window).collect()
+        plan.windows.iter().filter(|p| p.kind == WindowKind::First).map(|p| p.window).collect()
     }
 
     fn agains(plan: &Plan) -> Vec<Window> {
-        plan.windows.iter().filter(|p| p.kind == Kind::Recompute).map(|p| p.window).collect()
+        plan.windows.iter().filter(|p| p.kind == WindowKind::Recompute).map(|p| p.window).collect()
     }
 
     #[test]
@@ -296,7 +288,7 @@ mod tests {
         let plan = g.plan(now, &completed, Some(w(1).end));
         assert_eq!(
             plan.windows,
-            [Planned { window: w(1), kind: Kind::Recompute }, Planned { window: w(2), kind: Kind::First }]
+            [Planned { window: w(1), kind: WindowKind::Recompute }, Planned { window: w(2), kind: WindowKind::First }]
         );
         assert_eq!(plan.skipped, None);
         // Once it is completed, a second run at the same time has nothing to do.

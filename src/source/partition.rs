@@ -21,11 +21,20 @@ use tracing::{error, warn};
 
 use super::batch::RecordBatch;
 use super::offsets::CompletionTracker;
-use super::{BatchError, Control, Downstream};
-use crate::dead_letter::{DeadLetters, Origin};
-use crate::decode::{DecodeError, DecodeOptions, Decoded, Decoder};
-use crate::metrics::{names, Health};
-use crate::row::Row;
+use super::series::SourceSeries;
+use crate::decode::{DecodeError, DecodeOptions, Decoded, Decoder, SkipReason};
+use crate::row::{Op, Row};
+use crate::sink::dead_letter::{DeadLetters, Origin};
+use crate::stage::{BatchError, Downstream, Output};
+use crate::telemetry::{Health, Label};
+
+/// What partition actors ask of the poll thread, which owns the consumer.
+pub(crate) enum Control {
+    /// Everything before `next` is durable: store it for the next commit.
+    Store { topic: Arc<str>, partition: i32, next: i64 },
+    /// A restarted actor: read again from `offset`, in batches of `epoch`.
+    Rewind { topic: Arc<str>, partition: i32, epoch: u64, offset: i64 },
+}
 
 /// Everything a partition actor is started with.
 pub(crate) struct PartitionSetup {
@@ -35,6 +44,10 @@ pub(crate) struct PartitionSetup {
     pub decode: DecodeOptions,
     pub dead_letters: DeadLetters,
     pub downstream: Arc<dyn Downstream>,
+    /// The pipeline's series, and the partition's own.
+    pub series: Arc<SourceSeries>,
+    pub records: metrics::Counter,
+    pub bytes: metrics::Counter,
     pub in_flight: Arc<AtomicUsize>,
     /// To the poll thread: offsets to store, rewinds after a restart.
     pub control: mpsc::Sender<Control>,
@@ -55,24 +68,11 @@ pub(crate) struct PartitionActor {
     /// A batch failed for good: no further batches, drains answer at once.
     fatal: bool,
     drain_waiters: Vec<mpsc::Sender<Option<i64>>>,
-    labels: Labels,
-}
-
-/// Metric labels of this partition, built once.
-struct Labels {
-    pipeline: String,
-    topic: String,
-    partition: String,
 }
 
 impl PartitionActor {
     pub fn new(setup: PartitionSetup) -> Self {
         let decoder = Decoder::new(setup.decode.clone(), &setup.topic);
-        let labels = Labels {
-            pipeline: setup.pipeline.to_string(),
-            topic: setup.topic.to_string(),
-            partition: setup.partition.to_string(),
-        };
         PartitionActor {
             setup,
             decoder,
@@ -82,7 +82,6 @@ impl PartitionActor {
             failed: false,
             fatal: false,
             drain_waiters: Vec::new(),
-            labels,
         }
     }
 
@@ -93,7 +92,7 @@ impl PartitionActor {
             let mut out = DecodedBatch::default();
             batch.decode_each(decoder, |record, decoded| match decoded {
                 Ok(Decoded::Row(row)) => out.rows.push(row),
-                Ok(Decoded::Skipped(skip)) => *out.skipped.entry(skip.reason()).or_default() += 1,
+                Ok(Decoded::Skipped(skip)) => out.skipped[skip.reason().index()] += 1,
                 Err(e) => out.failed.push((record.offset, e)),
             });
             out
@@ -108,26 +107,25 @@ impl PartitionActor {
     }
 
     fn count(&self, batch: &RecordBatch, decoded: &DecodedBatch) {
-        let l = &self.labels;
-        metrics::counter!(names::RECORDS, "pipeline" => l.pipeline.clone(), "topic" => l.topic.clone(), "partition" => l.partition.clone())
-            .increment(batch.len() as u64);
-        metrics::counter!(names::RECORD_BYTES, "pipeline" => l.pipeline.clone(), "topic" => l.topic.clone(), "partition" => l.partition.clone())
-            .increment(batch.record_bytes() as u64);
-        let mut by_op = [0u64; 4];
+        let series = &self.setup.series;
+        self.setup.records.increment(batch.len() as u64);
+        self.setup.bytes.increment(batch.record_bytes() as u64);
+        let mut by_op = [0u64; Op::ALL.len()];
         for row in &decoded.rows {
-            by_op[row.op as usize] += 1;
+            by_op[row.op.index()] += 1;
         }
-        for (op, n) in [("c", by_op[0]), ("u", by_op[1]), ("d", by_op[2]), ("r", by_op[3])] {
+        for (&op, &n) in Op::ALL.iter().zip(&by_op) {
             if n > 0 {
-                metrics::counter!(names::ROWS, "pipeline" => l.pipeline.clone(), "op" => op).increment(n);
+                series.rows.add(op, n);
             }
         }
-        for (reason, n) in &decoded.skipped {
-            metrics::counter!(names::SKIPPED, "pipeline" => l.pipeline.clone(), "reason" => *reason).increment(*n);
+        for (&reason, &n) in SkipReason::ALL.iter().zip(&decoded.skipped) {
+            if n > 0 {
+                series.skipped.add(reason, n);
+            }
         }
         for (_, e) in &decoded.failed {
-            metrics::counter!(names::DECODE_ERRORS, "pipeline" => l.pipeline.clone(), "reason" => e.reason())
-                .increment(1);
+            series.decode_errors.inc(e.reason());
         }
     }
 
@@ -158,7 +156,8 @@ impl PartitionActor {
 #[derive(Default)]
 struct DecodedBatch {
     rows: Vec<Row>,
-    skipped: std::collections::BTreeMap<&'static str, u64>,
+    /// By [`SkipReason`].
+    skipped: [u64; SkipReason::ALL.len()],
     failed: Vec<(i64, DecodeError)>,
 }
 
@@ -168,7 +167,7 @@ impl Actor for PartitionActor {
 
 impl Supervised for PartitionActor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        metrics::counter!(names::ACTOR_RESTARTS, "pipeline" => self.labels.pipeline.clone()).increment(1);
+        self.setup.series.restarts.increment(1);
         if !self.failed {
             return;
         }
@@ -221,7 +220,7 @@ impl Handler<Batch> for PartitionActor {
         let decoded = match self.decode_batch(&batch) {
             Ok(decoded) => decoded,
             Err(panic) => {
-                error!(pipeline = %self.labels.pipeline, topic = %self.labels.topic, partition = self.setup.partition,
+                error!(pipeline = %self.setup.pipeline, topic = %self.setup.topic, partition = self.setup.partition,
                     first_offset = ?batch.first_offset(), panic = %panic,
                     "decoder panicked; restarting the partition actor and reading the batch again");
                 self.failed = true;
@@ -234,7 +233,7 @@ impl Handler<Batch> for PartitionActor {
         let seq = self.tracker.start(last_offset);
         let epoch = self.epoch;
         let dead_letters = self.setup.dead_letters.clone();
-        let pipeline = self.labels.pipeline.clone();
+        let series = Arc::clone(&self.setup.series);
         let DecodedBatch { rows, failed, .. } = decoded;
         // Handed downstream now, in the handler: batches of a partition must
         // reach the detectors in offset order, and futures spawned on an
@@ -252,11 +251,8 @@ impl Handler<Batch> for PartitionActor {
             let (letters, detected) = futures::join!(join_all(letters), detected);
             for result in letters {
                 match result {
-                    Ok(reason) => {
-                        metrics::counter!(names::DEAD_LETTERS, "pipeline" => pipeline.clone(), "reason" => reason)
-                            .increment(1)
-                    }
-                    Err(e) => return Err(BatchError::Fatal(format!("dead letter not delivered: {e}"))),
+                    Ok(reason) => series.dead_letters.inc(reason),
+                    Err(error) => return Err(BatchError::NotDelivered { what: Output::DeadLetter, error }),
                 }
             }
             detected
@@ -264,27 +260,26 @@ impl Handler<Batch> for PartitionActor {
         ctx.spawn(work.into_actor(self).map(move |result, actor, ctx| {
             match result {
                 Ok(()) => {
-                    metrics::histogram!(names::RECORD_BATCH_SECONDS, "pipeline" => actor.labels.pipeline.clone())
-                        .record(started.elapsed().as_secs_f64());
+                    actor.setup.series.batch_seconds.get().record(started.elapsed().as_secs_f64());
                     actor.batch_done(seq, epoch);
                 }
-                Err(BatchError::Retry(reason)) if epoch == actor.epoch => {
-                    warn!(pipeline = %actor.labels.pipeline, topic = %actor.labels.topic,
+                Err(reason) if reason.is_passing() && epoch == actor.epoch => {
+                    warn!(pipeline = %actor.setup.pipeline, topic = %actor.setup.topic,
                         partition = actor.setup.partition, %reason,
                         "batch failed; restarting the partition actor to read it again");
                     actor.failed = true;
                     ctx.stop();
                 }
-                Err(BatchError::Retry(_)) => {}
-                Err(BatchError::Fatal(reason)) => {
+                Err(reason) if reason.is_passing() => {}
+                Err(reason) => {
                     // Never commit past a batch whose effects were lost:
                     // the pipeline stops loudly and the batch is read again
                     // by whoever consumes next. This partition takes no
                     // further batches.
-                    error!(pipeline = %actor.labels.pipeline, topic = %actor.labels.topic,
+                    error!(pipeline = %actor.setup.pipeline, topic = %actor.setup.topic,
                         partition = actor.setup.partition, %reason, "pipeline failed");
-                    actor.setup.health.failed(&actor.labels.pipeline, reason.clone());
-                    let _ = actor.setup.fatal.send(format!("{}: {reason}", actor.labels.pipeline));
+                    actor.setup.health.failed(&actor.setup.pipeline, reason.to_string());
+                    let _ = actor.setup.fatal.send(format!("{}: {reason}", actor.setup.pipeline));
                     actor.fatal = true;
                     actor.answer_drains();
                 }

@@ -11,12 +11,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
-use rdkafka::config::{ClientConfig, FromClientConfigAndContext};
-use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::producer::FutureProducer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tracing::{error, warn};
 
-use crate::metrics::names;
+use super::Client;
+use crate::telemetry::{names, Label};
 
 /// At most one line per client this often, while errors keep coming.
 pub const SAY_EVERY: Duration = Duration::from_secs(10);
@@ -24,7 +23,7 @@ pub const SAY_EVERY: Duration = Duration::from_secs(10);
 /// Which of a client's errors are said, and how many were held back.
 pub struct ErrorLog {
     pipeline: String,
-    /// The client's part in the pipeline: consumer, producer, results.
+    /// The client's part in the pipeline, as labelled.
     client: &'static str,
     /// Its series of `vigil_kafka_client_errors_total`, registered once.
     counted: metrics::Counter,
@@ -38,9 +37,13 @@ struct Said {
 }
 
 impl ErrorLog {
-    pub fn new(pipeline: &str, client: &'static str) -> Self {
+    /// The log of `pipeline`'s `client`; its error series is registered
+    /// at 0.
+    pub fn new(pipeline: &str, client: Client) -> Self {
+        let client = client.as_label();
         let counted =
             metrics::counter!(names::KAFKA_CLIENT_ERRORS, "pipeline" => pipeline.to_owned(), "client" => client);
+        counted.increment(0);
         ErrorLog { pipeline: pipeline.to_owned(), client, counted, said: Mutex::default() }
     }
 
@@ -81,7 +84,7 @@ impl ErrorLog {
 
 /// A client context whose librdkafka errors go through an [`ErrorLog`].
 pub struct LoggedContext {
-    errors: ErrorLog,
+    pub(super) errors: ErrorLog,
 }
 
 impl ClientContext for LoggedContext {
@@ -90,22 +93,13 @@ impl ClientContext for LoggedContext {
     }
 }
 
-/// The producer of alerts, dead letters and batch results.
-pub type DurableProducer = FutureProducer<LoggedContext>;
-
-/// A [`DurableProducer`] from `config`, its errors counted and logged as
-/// those of `pipeline`'s `client` (producer, results).
-pub fn create_producer(config: &ClientConfig, pipeline: &str, client: &'static str) -> KafkaResult<DurableProducer> {
-    FutureProducer::from_config_and_context(config, LoggedContext { errors: ErrorLog::new(pipeline, client) })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_first_error_is_said_then_one_an_interval_with_the_count_held_back() {
-        let log = ErrorLog::new("p", "consumer");
+        let log = ErrorLog::new("p", Client::Consumer);
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         assert_eq!(log.admit(at(0)), Some(0));

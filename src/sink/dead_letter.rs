@@ -2,18 +2,19 @@
 //! dead-letter topic unchanged (same key, value and timestamp), with why
 //! and where from in headers, so nothing is lost and it can be replayed.
 //!
-//! The producer is idempotent with `acks=all`: a dead letter counts only
-//! once Kafka has it, and only then may the source offset be committed.
+//! The producer is the durable one ([`crate::kafka::durable_producer_config`]):
+//! a dead letter counts only once Kafka has it, and only then may the
+//! source offset be committed.
 
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
-use rdkafka::ClientConfig;
 
 use crate::decode::DecodeError;
-use crate::kafka_log::DurableProducer;
+use crate::kafka::DurableProducer;
+use crate::telemetry::Label;
 
 /// Header names on every dead letter.
 pub mod headers {
@@ -23,30 +24,6 @@ pub mod headers {
     pub const TOPIC: &str = "vigil.source.topic";
     pub const PARTITION: &str = "vigil.source.partition";
     pub const OFFSET: &str = "vigil.source.offset";
-}
-
-/// The producer settings vigil insists on for anything whose delivery
-/// gates a commit; `extra` (the pipeline's librdkafka properties, for TLS
-/// or SASL) comes first so these win.
-pub fn durable_producer_config<'a>(
-    brokers: &str,
-    extra: impl IntoIterator<Item = (&'a String, &'a String)>,
-    delivery_timeout: Duration,
-) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    for (k, v) in extra {
-        config.set(k, v);
-    }
-    config
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        // Batches of alerts and dead letters, a few ms at most.
-        .set("linger.ms", "5")
-        // Retried inside librdkafka for this long, then it is a failure that
-        // stops the pipeline rather than a commit past a lost record.
-        .set("message.timeout.ms", delivery_timeout.as_millis().to_string());
-    config
 }
 
 /// Where a failed record came from.
@@ -82,7 +59,7 @@ impl DeadLetters {
         let offset = origin.offset.to_string();
         let message = error.to_string();
         let headers = OwnedHeaders::new()
-            .insert(Header { key: headers::REASON, value: Some(error.reason()) })
+            .insert(Header { key: headers::REASON, value: Some(error.reason().as_label()) })
             .insert(Header { key: headers::ERROR, value: Some(&message) })
             .insert(Header { key: headers::PIPELINE, value: Some(&self.pipeline) })
             .insert(Header { key: headers::TOPIC, value: Some(origin.topic) })

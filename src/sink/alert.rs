@@ -14,8 +14,9 @@ use rdkafka::producer::FutureRecord;
 use serde_json::{json, Map, Value as Json};
 use sha2::{Digest, Sha256};
 
-use crate::detect::Finding;
-use crate::kafka_log::DurableProducer;
+use rust_decimal::Decimal;
+
+use crate::kafka::DurableProducer;
 use crate::row::{Row, Value};
 use crate::time::EventTime;
 
@@ -96,43 +97,16 @@ fn now() -> EventTime {
     EventTime(i64::try_from(since.as_micros()).unwrap_or(i64::MAX))
 }
 
-/// The evidence of a finding, one entry per rule.
-fn reasons(finding: &Finding) -> Json {
-    match finding {
-        Finding::Spend(f) => json!([{
-            "rule": "spend_anomaly",
-            "amount": f.amount.to_string(),
-            "mean": f.mean.to_string(),
-            "factor": f.factor.to_string(),
-            "history": f.history,
-            "min_amount": f.min_amount.to_string(),
-        }]),
-        Finding::Velocity(f) => {
-            let mut rules = Vec::new();
-            if let Some(v) = &f.velocity {
-                rules.push(json!({
-                    "rule": "velocity",
-                    "count": v.count,
-                    "window_seconds": v.window.as_secs_f64(),
-                    "max_count": v.max_count,
-                    "points": v.points,
-                }));
-            }
-            if let Some(h) = &f.high_amount {
-                rules.push(json!({
-                    "rule": "high_amount",
-                    "amount": h.amount.to_string(),
-                    "threshold": h.threshold.to_string(),
-                    "points": h.points,
-                }));
-            }
-            json!(rules)
-        }
-    }
+/// What a detector found, as an alert shows it.
+pub trait Evidence {
+    /// The alert's score.
+    fn score(&self) -> Decimal;
+    /// Why it fired: one JSON object per rule that took part.
+    fn reasons(&self) -> Json;
 }
 
 /// Builds the alert for `finding` on `row`.
-pub fn build(ctx: &AlertContext<'_>, row: &Row, amount: &Value, finding: &Finding) -> Alert {
+pub fn build(ctx: &AlertContext<'_>, row: &Row, amount: &Value, finding: &impl Evidence) -> Alert {
     let id = alert_id(ctx, row);
     let key = row.key.to_string();
     let mut primary_key = Map::new();
@@ -145,7 +119,7 @@ pub fn build(ctx: &AlertContext<'_>, row: &Row, amount: &Value, finding: &Findin
         "detector": ctx.detector,
         "key": key,
         "score": finding.score().to_string().parse::<f64>().unwrap_or(0.0),
-        "reasons": reasons(finding),
+        "reasons": finding.reasons(),
         "row": {
             "table": &*row.table,
             "primary_key": primary_key,
@@ -187,7 +161,6 @@ impl AlertSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::spend::SpendFinding;
     use crate::row::{Key, Op};
     use std::sync::Arc;
 
@@ -223,18 +196,23 @@ mod tests {
         assert_ne!(b, alert_id(&ctx("spend", &pk, 4), &row(None, 10)));
     }
 
+    /// A finding of 40 points, as a rule of its own would report it.
+    struct Found;
+
+    impl Evidence for Found {
+        fn score(&self) -> Decimal {
+            Decimal::from(40)
+        }
+        fn reasons(&self) -> Json {
+            json!([{"rule": "test", "mean": "100"}])
+        }
+    }
+
     #[test]
     fn alert_json_carries_the_evidence() {
         let pk = [("id".to_owned(), 0)];
         let r = row(Some(99), 10);
-        let finding = Finding::Spend(SpendFinding {
-            amount: "4000.00".parse().expect("d"),
-            mean: "100".parse().expect("d"),
-            history: 3,
-            factor: "3.0".parse().expect("d"),
-            min_amount: "500".parse().expect("d"),
-        });
-        let alert = build(&ctx("spend-anomaly", &pk, 3), &r, &r.values[1], &finding);
+        let alert = build(&ctx("spend-anomaly", &pk, 3), &r, &r.values[1], &Found);
         let j = &alert.json;
         assert_eq!(alert.key, "42");
         assert_eq!(j["id"], alert.id.as_str());
@@ -242,8 +220,7 @@ mod tests {
         assert_eq!(j["detector"], "spend-anomaly");
         assert_eq!(j["key"], "42");
         assert_eq!(j["score"], 40.0);
-        assert_eq!(j["reasons"][0]["mean"], "100");
-        assert_eq!(j["reasons"][0]["factor"], "3.0");
+        assert_eq!(j["reasons"], json!([{"rule": "test", "mean": "100"}]));
         assert_eq!(j["row"]["primary_key"]["id"], 17);
         assert_eq!(j["row"]["table"], "public.transactions");
         assert_eq!(j["row"]["lsn"], 99);
