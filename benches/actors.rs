@@ -62,7 +62,9 @@ impl Actors {
         let producer = create_producer(config.set("client.id", "vigil-bench"), "bench", Client::Producer)
             .expect("a producer needs no broker to be created");
         let alerts = AlertSink::new(producer, pipeline.sink.alerts.clone());
-        let setup = Arc::new(ShardSetup::for_pipeline(&pipeline, &options.projection, alerts));
+        let setup = Arc::new(
+            ShardSetup::for_pipeline(&pipeline, &options.projection, alerts).expect("the bench pipeline compiles"),
+        );
         let arbiter = Arbiter::new();
         let shard = DetectorShard::start_in_arbiter(&arbiter.handle(), move |_| DetectorShard::new(setup));
         Rc::new(Actors { system, arbiter, shard, options })

@@ -34,10 +34,9 @@ use rust_decimal::Decimal;
 use support::{
     bench, fraud_pipeline, spend_config, velocity_config, warm_up_batches, Routine, RowFeed, Transactions, BATCH,
 };
-use vigil::config::{SpendAnomalyConfig, VelocityScoreConfig};
 use vigil::decode::DecodeOptions;
-use vigil::detect::spend::{self, SpendHistory};
-use vigil::detect::velocity::{self, VelocityWindow};
+use vigil::detect::spend::{SpendAnomaly, SpendHistory};
+use vigil::detect::velocity::{VelocityScore, VelocityWindow};
 use vigil::detect::{Detectors, UserMap};
 use vigil::row::{Key, Op, Row, Value};
 use vigil::time::EventTime;
@@ -85,19 +84,20 @@ fn decimals(mut txns: Transactions, n: usize) -> Vec<Decimal> {
 /// A full history, then `amounts` to observe; none may be an anomaly.
 fn spend(history: Vec<Decimal>, amounts: Vec<Decimal>) -> Spend {
     let config = spend_config(&fraud_pipeline());
+    let rule = SpendAnomaly::new(&config);
     let mut h = SpendHistory::default();
     for amount in history.into_iter().cycle().take(config.history) {
-        spend::observe(&config, &mut h, amount);
+        rule.observe(&mut h, amount);
     }
     assert_eq!(h.len(), 50, "the reference history");
-    let mut s = Spend { config, history: h, amounts };
-    let findings = s.amounts.iter().filter(|&&a| spend::observe(&s.config, &mut s.history, a).is_some()).count();
+    let mut s = Spend { rule, history: h, amounts };
+    let findings = s.amounts.iter().filter(|&&a| s.rule.observe(&mut s.history, a).is_some()).count();
     assert_eq!(findings, 0, "no amount of the bench is an anomaly");
     s
 }
 
 struct Spend {
-    config: SpendAnomalyConfig,
+    rule: SpendAnomaly,
     history: SpendHistory,
     amounts: Vec<Decimal>,
 }
@@ -105,13 +105,13 @@ struct Spend {
 impl Routine for Spend {
     fn run(&mut self) {
         for &amount in &self.amounts {
-            black_box(spend::observe(&self.config, &mut self.history, black_box(amount)));
+            black_box(self.rule.observe(&mut self.history, black_box(amount)));
         }
     }
 }
 
 struct Velocity {
-    config: VelocityScoreConfig,
+    rule: VelocityScore,
     window: VelocityWindow,
     now_us: i64,
     amounts: Vec<Decimal>,
@@ -121,7 +121,7 @@ impl Routine for Velocity {
     fn run(&mut self) {
         for &amount in &self.amounts {
             self.now_us += 1_000_000;
-            black_box(velocity::observe(&self.config, &mut self.window, EventTime(self.now_us), black_box(amount)));
+            black_box(self.rule.observe(&mut self.window, EventTime(self.now_us), black_box(amount)));
         }
     }
 }
@@ -178,7 +178,7 @@ fn resident_bytes() -> Option<usize> {
 fn state_bytes(users: u64, rows: u64) {
     let pipeline = fraud_pipeline();
     let options = DecodeOptions::for_pipeline(&pipeline);
-    let detectors = Detectors::for_pipeline(&pipeline, &options.projection);
+    let detectors = Detectors::compile(&pipeline, &options.projection).expect("the bench pipeline compiles");
     let amount = options.projection.index("amount").expect("an amount column");
     let mut values = vec![Value::Null; options.projection.columns().len()];
     values[amount] = Value::Decimal(Decimal::ONE);
@@ -264,7 +264,8 @@ fn main() {
             bench("velocity_score/full_window", n, || {
                 let config = velocity_config(&fraud_pipeline());
                 let window_s = config.velocity.as_ref().expect("the velocity rule").window.as_secs() as i64;
-                let mut v = Velocity { config, window: VelocityWindow::default(), now_us: 0, amounts: amounts(BATCH) };
+                let rule = VelocityScore::new(&config);
+                let mut v = Velocity { rule, window: VelocityWindow::default(), now_us: 0, amounts: amounts(BATCH) };
                 v.run();
                 assert_eq!(v.window.len() as i64, window_s + 1, "a row a second, both ends of the window included");
                 v
@@ -272,7 +273,8 @@ fn main() {
             bench("detectors/batch", n, || {
                 let pipeline = fraud_pipeline();
                 let options = DecodeOptions::for_pipeline(&pipeline);
-                let detectors = Detectors::for_pipeline(&pipeline, &options.projection);
+                let detectors =
+                    Detectors::compile(&pipeline, &options.projection).expect("the bench pipeline compiles");
                 assert_eq!(detectors.list().len(), 2, "both reference detectors");
                 let mut b = Batch {
                     detectors,

@@ -78,7 +78,7 @@ async fn run_inside(pipelines: Vec<Pipeline>, batch: Vec<BatchPipeline>, options
         let dead_letters =
             DeadLetters::new(producer.clone(), pipeline.sink.dead_letters.clone(), pipeline.name.clone());
         let decode = DecodeOptions::for_pipeline(&pipeline);
-        let router = start_shards(&pipeline, &decode, &arbiters, &producer);
+        let router = start_shards(&pipeline, &decode, &arbiters, &producer)?;
         let source = Source::start(SourceParts {
             pipeline: Arc::clone(&pipeline),
             decode,
@@ -135,9 +135,9 @@ fn start_shards(
     decode: &DecodeOptions,
     arbiters: &[Arbiter],
     producer: &DurableProducer,
-) -> DetectorRouter {
+) -> anyhow::Result<DetectorRouter> {
     let alerts = AlertSink::new(producer.clone(), pipeline.sink.alerts.clone());
-    let setup = Arc::new(ShardSetup::for_pipeline(pipeline, &decode.projection, alerts));
+    let setup = Arc::new(ShardSetup::for_pipeline(pipeline, &decode.projection, alerts)?);
     let shards = arbiters
         .iter()
         .map(|arbiter| {
@@ -145,7 +145,7 @@ fn start_shards(
             DetectorShard::start_in_arbiter(&arbiter.handle(), move |_| DetectorShard::new(setup))
         })
         .collect();
-    DetectorRouter::new(shards)
+    Ok(DetectorRouter::new(shards))
 }
 
 /// The topics a pipeline reads and writes must exist: the broker is not

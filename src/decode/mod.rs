@@ -21,7 +21,7 @@ pub mod value;
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use crate::config::{DetectorKind, EventTime as TimeConfig, Pipeline};
+use crate::config::{DetectorConfig, EventTime as TimeConfig, Pipeline};
 use crate::row::{Key, Op, Projection, Row, Value};
 use crate::time::EventTime;
 use reader::Reader;
@@ -57,28 +57,34 @@ pub struct DecodeOptions {
 }
 
 impl DecodeOptions {
-    /// Resolves a pipeline's columns to positions and roles.
+    /// Resolves a pipeline's columns to positions and roles: each column
+    /// the pipeline reads is its key, its event time, an amount (an exact
+    /// decimal), or plain, in that order of precedence.
     pub fn for_pipeline(pipeline: &Pipeline) -> DecodeOptions {
         let projection = Projection::new(pipeline.columns());
-        let position = |column: &str| projection.index(column).unwrap_or(0);
-        let mut roles = vec![Role::Plain; projection.columns().len()];
-        for detector in &pipeline.detectors {
-            let amount = match &detector.kind {
-                DetectorKind::SpendAnomaly(c) => &c.amount,
-                DetectorKind::VelocityScore(c) => &c.amount,
-            };
-            let scale = pipeline.format.decimal_scales.get(amount).copied();
-            roles[position(amount)] = Role::Decimal { schemaless_scale: scale };
-        }
-        let time = match &pipeline.rows.event_time {
-            TimeConfig::Column(column) => {
-                roles[position(column)] = Role::Time;
-                TimeSource::Column(position(column))
-            }
-            TimeConfig::SourceTsMs => TimeSource::SourceTsMs,
+        let time_column = match &pipeline.rows.event_time {
+            TimeConfig::Column(column) => Some(column.as_str()),
+            TimeConfig::SourceTsMs => None,
         };
-        let key = position(&pipeline.rows.key);
-        roles[key] = Role::Key;
+        let role = |column: &String| {
+            if *column == pipeline.rows.key {
+                Role::Key
+            } else if Some(column.as_str()) == time_column {
+                Role::Time
+            } else if pipeline.detectors.iter().map(DetectorConfig::amount).any(|amount| amount == column) {
+                Role::Decimal { schemaless_scale: pipeline.format.decimal_scales.get(column).copied() }
+            } else {
+                Role::Plain
+            }
+        };
+        let roles: Vec<Role> = projection.columns().iter().map(role).collect();
+        // `columns()` holds the key and the event-time column, each once.
+        let position = |wanted: &Role| roles.iter().position(|r| r == wanted).unwrap_or(0);
+        let key = position(&Role::Key);
+        let time = match time_column {
+            Some(_) => TimeSource::Column(position(&Role::Time)),
+            None => TimeSource::SourceTsMs,
+        };
         let ops = pipeline.rows.ops.iter().chain(&pipeline.rows.warm_ops).copied().collect();
         DecodeOptions {
             key,

@@ -28,9 +28,39 @@ pub fn greater(a: Decimal, b: Decimal) -> bool {
     }
 }
 
-/// `amount × n > factor × sum`, exactly.
-pub fn exceeds(amount: Decimal, n: usize, factor: Decimal, sum: Parts) -> bool {
-    in_i64(amount, n, factor, sum).unwrap_or_else(|| exceeds_sum_of(amount, n, factor, std::iter::once(sum)))
+/// A rule's factor, split once at start: its value, and its mantissa as
+/// an i64 for the common comparison when it fits one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Factor {
+    value: Decimal,
+    mantissa: Option<i64>,
+}
+
+impl Factor {
+    pub fn new(value: Decimal) -> Self {
+        Factor { value, mantissa: i64::try_from(value.mantissa()).ok() }
+    }
+
+    pub fn value(&self) -> Decimal {
+        self.value
+    }
+
+    /// `amount × n > factor × sum`, exactly.
+    pub fn exceeded(&self, amount: Decimal, n: usize, sum: Parts) -> bool {
+        self.in_i64(amount, n, sum).unwrap_or_else(|| exceeds_sum_of(amount, n, self.value, std::iter::once(sum)))
+    }
+
+    /// The comparison with the powers of ten folded into mantissas that
+    /// stay within an i64, so each side is one widening product.
+    fn in_i64(&self, amount: Decimal, n: usize, (sum, scale): Parts) -> Option<bool> {
+        let factor_scale = self.value.scale();
+        let common = amount.scale().max(factor_scale + scale);
+        let amount = i64::try_from(amount.mantissa()).ok()?.checked_mul(pow10_i64(common - amount.scale())?)?;
+        let factor = self.mantissa?.checked_mul(pow10_i64(common - factor_scale - scale)?)?;
+        let left = i128::from(amount) * i128::from(i64::try_from(n).ok()?);
+        let right = i128::from(factor) * i128::from(i64::try_from(sum).ok()?);
+        Some(left > right)
+    }
 }
 
 /// `amount × n > factor × (the sum of terms)`, exactly, in 512 bits at
@@ -77,17 +107,6 @@ pub fn pow10(k: u32) -> Option<i128> {
 
 fn pow10_i64(k: u32) -> Option<i64> {
     pow10(k).and_then(|p| i64::try_from(p).ok())
-}
-
-/// The comparison with the powers of ten folded into mantissas that stay
-/// within an i64, so each side is one widening product.
-fn in_i64(amount: Decimal, n: usize, factor: Decimal, (sum, scale): Parts) -> Option<bool> {
-    let common = amount.scale().max(factor.scale() + scale);
-    let amount = i64::try_from(amount.mantissa()).ok()?.checked_mul(pow10_i64(common - amount.scale())?)?;
-    let factor = i64::try_from(factor.mantissa()).ok()?.checked_mul(pow10_i64(common - factor.scale() - scale)?)?;
-    let left = i128::from(amount) * i128::from(i64::try_from(n).ok()?);
-    let right = i128::from(factor) * i128::from(i64::try_from(sum).ok()?);
-    Some(left > right)
 }
 
 /// An unsigned 512-bit integer, least significant limb first. The callers'
@@ -159,12 +178,12 @@ mod tests {
         s.parse().expect("decimal")
     }
 
-    /// Through `exceeds` (with one term) and through 512 bits.
+    /// Through `Factor::exceeded` (with one term) and through 512 bits.
     fn both(amount: &str, n: usize, factor: &str, terms: &[&str]) -> (bool, bool) {
         let parts = |t: &&str| (d(t).mantissa(), d(t).scale());
         let wide = exceeds_sum_of(d(amount), n, d(factor), terms.iter().map(parts));
         match terms {
-            [sum] => (exceeds(d(amount), n, d(factor), parts(sum)), wide),
+            [sum] => (Factor::new(d(factor)).exceeded(d(amount), n, parts(sum)), wide),
             _ => (wide, wide),
         }
     }

@@ -1,10 +1,15 @@
 //! Detectors: per-user state and the rules that turn rows into findings.
 //!
-//! The rules are plain functions over plain state ([`spend`],
-//! [`velocity`]), tested and benched without actors. [`Detectors`] runs a
-//! pipeline's detectors over one user's state; [`shard::DetectorShard`]
-//! owns the users of some partitions and turns findings into alerts;
-//! [`router::DetectorRouter`] hands each partition's batches to its shard.
+//! [`Detectors::compile`] turns a pipeline's validated detectors into
+//! rules with everything a row needs worked out once (column positions,
+//! windows in microseconds, factors split), refusing at start what cannot
+//! be read. Each rule owns its state type ([`spend`]: a [`SpendHistory`],
+//! [`velocity`]: a [`VelocityWindow`]), and a user's state holds one of
+//! each per rule of that kind, so a rule always meets its own state.
+//! The rules are plain values over plain state, tested and benched
+//! without actors; [`shard::DetectorShard`] owns the users of some
+//! partitions and turns findings into alerts; [`router::DetectorRouter`]
+//! hands each partition's batches to its shard.
 
 mod exact;
 pub mod router;
@@ -20,16 +25,25 @@ use crate::config::{DetectorKind, Pipeline};
 use crate::row::{Key, Projection, Row};
 use crate::sink::alert::Evidence;
 use crate::time::EventTime;
-use spend::{SpendFinding, SpendHistory};
-use velocity::{VelocityFinding, VelocityWindow};
+use spend::{SpendAnomaly, SpendFinding, SpendHistory};
+use velocity::{VelocityFinding, VelocityScore, VelocityWindow};
 
-/// One detector of a pipeline, resolved against the pipeline's columns.
+/// One detector of a pipeline, as its alerts name it.
 #[derive(Debug, Clone)]
 pub struct Detector {
     pub name: String,
-    pub kind: DetectorKind,
+    /// Position of its amount column in every row's values.
+    pub amount: usize,
+}
+
+/// A compiled rule and the detector it is.
+#[derive(Debug, Clone)]
+struct Compiled<R> {
+    /// Position in [`Detectors::list`].
+    detector: usize,
     /// Position of its amount column in every row's values.
     amount: usize,
+    rule: R,
 }
 
 /// What a detector found in a row.
@@ -57,12 +71,24 @@ impl Evidence for Finding {
     }
 }
 
-/// A user's state for every detector of the pipeline, by position.
+/// A detector's amount column is not among the columns the pipeline
+/// reads: the pipeline is refused at start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: detectors[{index}] ({name}): amount column {column} is not read by the pipeline")]
+pub struct CompileError {
+    pub file: String,
+    pub index: usize,
+    pub name: String,
+    pub column: String,
+}
+
+/// A user's state: one per rule, by kind, in the order of the rules.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserState {
     /// The newest event time seen for the user.
     pub newest: EventTime,
-    slots: Box<[Slot]>,
+    spend: Box<[SpendHistory]>,
+    velocity: Box<[VelocityWindow]>,
 }
 
 /// The users of a partition. Keys are user ids from the operator's own
@@ -74,29 +100,24 @@ pub type UserMap = HashMap<Key, UserState, foldhash::fast::RandomState>;
 const MAX_LOAD: (usize, usize) = (7, 8);
 
 impl UserState {
-    /// Bytes the state has allocated, from capacities: its slots and what
-    /// each slot holds.
+    /// Bytes the state has allocated, from capacities: its slices and what
+    /// each state holds.
     pub fn heap_bytes(&self) -> usize {
-        let slots: usize = self
-            .slots
-            .iter()
-            .map(|s| match s {
-                Slot::Spend(h) => h.heap_bytes(),
-                Slot::Velocity(w) => w.heap_bytes(),
-            })
-            .sum();
-        size_of_val(&*self.slots) + slots
+        let held: usize = self.spend.iter().map(SpendHistory::heap_bytes).sum::<usize>()
+            + self.velocity.iter().map(VelocityWindow::heap_bytes).sum::<usize>();
+        size_of_val(&*self.spend) + size_of_val(&*self.velocity) + held
     }
 
     /// Starts loading what the next update of the user reads (each
-    /// slot's oldest entry): a batch that looks its users up before judging
-    /// them waits for their cache misses together, not one after another.
+    /// state's oldest entry): a batch that looks its users up before
+    /// judging them waits for their cache misses together, not one after
+    /// another.
     pub fn prefetch(&self) {
-        for slot in self.slots.iter() {
-            prefetch(match slot {
-                Slot::Spend(h) => h.oldest(),
-                Slot::Velocity(w) => w.oldest(),
-            });
+        for history in self.spend.iter() {
+            prefetch(history.oldest());
+        }
+        for window in self.velocity.iter() {
+            prefetch(window.oldest());
         }
     }
 
@@ -109,6 +130,10 @@ impl UserState {
             Key::Int(_) => 0,
         };
         entry + key_text + self.heap_bytes()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.spend.iter().all(SpendHistory::is_empty) && self.velocity.iter().all(VelocityWindow::is_empty)
     }
 }
 
@@ -131,67 +156,70 @@ fn prefetch(at: *const u8) {
     let _ = at;
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Slot {
-    Spend(SpendHistory),
-    Velocity(VelocityWindow),
-}
-
-/// The detectors of one pipeline.
+/// The detectors of one pipeline, compiled.
 #[derive(Debug, Clone)]
 pub struct Detectors {
-    list: Vec<Detector>,
+    list: Box<[Detector]>,
+    spend: Box<[Compiled<SpendAnomaly>]>,
+    velocity: Box<[Compiled<VelocityScore>]>,
 }
 
 impl Detectors {
-    pub fn for_pipeline(pipeline: &Pipeline, projection: &Projection) -> Detectors {
-        let list = pipeline
-            .detectors
-            .iter()
-            .map(|d| Detector {
-                name: d.name.clone(),
-                kind: d.kind.clone(),
-                amount: projection.index(d.amount()).unwrap_or(0),
-            })
-            .collect();
-        Detectors { list }
+    /// Compiles `pipeline`'s detectors for rows read as `projection`
+    /// says.
+    pub fn compile(pipeline: &Pipeline, projection: &Projection) -> Result<Detectors, CompileError> {
+        let (mut list, mut spend, mut velocity) = (Vec::new(), Vec::new(), Vec::new());
+        for (detector, config) in pipeline.detectors.iter().enumerate() {
+            let column = config.amount();
+            let amount = projection.index(column).ok_or_else(|| CompileError {
+                file: pipeline.file.display().to_string(),
+                index: detector,
+                name: config.name.clone(),
+                column: column.to_owned(),
+            })?;
+            list.push(Detector { name: config.name.clone(), amount });
+            match &config.kind {
+                DetectorKind::SpendAnomaly(c) => spend.push(Compiled { detector, amount, rule: SpendAnomaly::new(c) }),
+                DetectorKind::VelocityScore(c) => {
+                    velocity.push(Compiled { detector, amount, rule: VelocityScore::new(c) })
+                }
+            }
+        }
+        Ok(Detectors { list: list.into(), spend: spend.into(), velocity: velocity.into() })
     }
 
+    /// The pipeline's detectors, in the file's order.
     pub fn list(&self) -> &[Detector] {
         &self.list
     }
 
     pub fn new_user(&self) -> UserState {
-        let slots = self
-            .list
-            .iter()
-            .map(|d| match d.kind {
-                DetectorKind::SpendAnomaly(_) => Slot::Spend(SpendHistory::default()),
-                DetectorKind::VelocityScore(_) => Slot::Velocity(VelocityWindow::default()),
-            })
-            .collect();
-        UserState { newest: EventTime(i64::MIN), slots }
+        UserState {
+            newest: EventTime(i64::MIN),
+            spend: self.spend.iter().map(|_| SpendHistory::default()).collect(),
+            velocity: self.velocity.iter().map(|_| VelocityWindow::default()).collect(),
+        }
     }
 
     /// Runs every detector over `row`, updating `user`. With `alerting`
     /// false (warm ops such as the snapshot's `r`) the state is updated and
-    /// nothing is reported. Calls `found(detector index, finding)`.
+    /// nothing is reported. Calls `found(detector index, finding)` for
+    /// each finding, rules of one kind after another (not in the file's
+    /// order).
     pub fn observe(&self, user: &mut UserState, row: &Row, alerting: bool, mut found: impl FnMut(usize, Finding)) {
         user.newest = user.newest.max(row.event_time);
-        for (i, (detector, slot)) in self.list.iter().zip(user.slots.iter_mut()).enumerate() {
-            // The decoder guarantees a decimal in every amount column.
-            let Some(amount) = row.values.get(detector.amount).and_then(|v| v.as_decimal()) else {
-                continue;
-            };
-            let finding = match (&detector.kind, slot) {
-                (DetectorKind::SpendAnomaly(c), Slot::Spend(h)) => spend::observe(c, h, amount).map(Finding::Spend),
-                (DetectorKind::VelocityScore(c), Slot::Velocity(w)) => {
-                    velocity::observe(c, w, row.event_time, amount).map(Finding::Velocity)
-                }
-                _ => None,
-            };
-            if let (true, Some(f)) = (alerting, finding) {
-                found(i, f);
+        // The decoder guarantees a decimal in every amount column.
+        let amount = |at: usize| row.values.get(at).and_then(|v| v.as_decimal());
+        for (c, history) in self.spend.iter().zip(user.spend.iter_mut()) {
+            let Some(amount) = amount(c.amount) else { continue };
+            if let (Some(f), true) = (c.rule.observe(history, amount), alerting) {
+                found(c.detector, Finding::Spend(f));
+            }
+        }
+        for (c, window) in self.velocity.iter().zip(user.velocity.iter_mut()) {
+            let Some(amount) = amount(c.amount) else { continue };
+            if let (Some(f), true) = (c.rule.observe(window, row.event_time, amount), alerting) {
+                found(c.detector, Finding::Velocity(f));
             }
         }
     }
@@ -201,26 +229,17 @@ impl Detectors {
     /// detector's `idle_timeout`. True when nothing is left to keep.
     pub fn expire(&self, user: &mut UserState, now: EventTime) -> bool {
         let idle = now.micros().saturating_sub(user.newest.micros());
-        let mut empty = true;
-        for (detector, slot) in self.list.iter().zip(user.slots.iter_mut()) {
-            match (&detector.kind, slot) {
-                (DetectorKind::VelocityScore(c), Slot::Velocity(w)) => {
-                    let timeout = c.idle_timeout.map(|t| i64::try_from(t.as_micros()).unwrap_or(i64::MAX));
-                    if timeout.is_some_and(|t| idle > t) {
-                        *w = VelocityWindow::default();
-                    }
-                    empty &= w.is_empty();
-                }
-                (_, Slot::Spend(h)) => empty &= h.is_empty(),
-                _ => empty = false,
+        for (c, window) in self.velocity.iter().zip(user.velocity.iter_mut()) {
+            if c.rule.idle_timeout().is_some_and(|timeout| idle > timeout) {
+                *window = VelocityWindow::default();
             }
         }
-        empty
+        user.is_empty()
     }
 
     /// Whether any detector forgets idle users.
     pub fn expires_users(&self) -> bool {
-        self.list.iter().any(|d| matches!(&d.kind, DetectorKind::VelocityScore(c) if c.idle_timeout.is_some()))
+        self.velocity.iter().any(|c| c.rule.idle_timeout().is_some())
     }
 }
 
@@ -239,7 +258,7 @@ mod tests {
         );
         let p = load_str("t.yaml", &text, |_| None).expect("valid");
         let projection = Projection::new(p.columns());
-        (Detectors::for_pipeline(&p, &projection), projection)
+        (Detectors::compile(&p, &projection).expect("every amount column is read"), projection)
     }
 
     fn row(projection: &Projection, seconds: i64, amount: &str) -> Row {
@@ -278,9 +297,39 @@ mod tests {
             ds.observe(&mut user, &row(&p, 0, a), false, |_, _| found += 1);
         }
         assert_eq!(found, 0);
-        // The warm history counts: 100,100,100,5000 → mean 1325; 5000 is not > 3975? It is.
+        // The warm history counts: 4000 against 100, 100, 100 and 5000.
         ds.observe(&mut user, &row(&p, 0, "4000"), true, |_, _| found += 1);
         assert_eq!(found, 1, "4000 x 4 = 16000 > 3 x 5300 = 15900");
+    }
+
+    #[test]
+    fn a_pipeline_whose_amount_column_is_not_read_is_refused() {
+        let text = "name: t\nsource: {brokers: b, topics: [t], group: g}\nformat: {type: debezium-json}\n\
+                    rows: {key: user_id, event_time: created_at}\n\
+                    detectors: [{type: velocity_score}, {type: spend_anomaly, amount: total}]\n\
+                    sink: {alerts: a, dead_letters: d}\n";
+        let p = load_str("t.yaml", text, |_| None).expect("valid");
+        let without_total = Projection::new(vec!["user_id".into(), "created_at".into(), "id".into(), "amount".into()]);
+        let err = Detectors::compile(&p, &without_total).expect_err("total is not read");
+        assert_eq!(
+            err.to_string(),
+            "t.yaml: detectors[1] (spend-anomaly): amount column total is not read by the pipeline"
+        );
+        let all = Detectors::compile(&p, &Projection::new(p.columns())).expect("every column read");
+        let names: Vec<&str> = all.list().iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["velocity-score", "spend-anomaly"]);
+    }
+
+    #[test]
+    fn findings_name_their_detector_in_the_files_order() {
+        let (ds, p) = pipeline("[{type: velocity_score, velocity: {max_count: 0}, alert_above: 39}, {type: spend_anomaly, min_history: 1, min_amount: 0}]");
+        let mut user = ds.new_user();
+        let mut found = Vec::new();
+        for a in ["1", "100"] {
+            ds.observe(&mut user, &row(&p, 0, a), true, |i, f| found.push((i, matches!(f, Finding::Spend(_)))));
+        }
+        found.sort();
+        assert_eq!(found, [(0, false), (0, false), (1, true)]);
     }
 
     #[test]
@@ -317,11 +366,11 @@ mod tests {
         for i in 0..200 {
             ds.observe(&mut user, &row(&p, 10 * i, &format!("{}.{:02}", 3 + i % 290, i % 100)), true, |_, _| {});
         }
-        let [Slot::Spend(h), Slot::Velocity(w)] = &*user.slots else { panic!("{:?}", user.slots) };
+        let ([h], [w]) = (&*user.spend, &*user.velocity) else { panic!("{user:?}") };
         assert_eq!((h.len(), w.len()), (50, 7));
         let bytes = user.bytes_in_map(&Key::Int(1));
         let entry = bytes - user.heap_bytes();
-        let parts = (size_of_val(&*user.slots), h.heap_bytes(), w.heap_bytes());
+        let parts = (size_of_val(&*user.spend) + size_of_val(&*user.velocity), h.heap_bytes(), w.heap_bytes());
         assert!(bytes <= 512, "{bytes} bytes: the map's {entry}, the slots, amounts and times {parts:?}");
     }
 }

@@ -19,7 +19,7 @@ use dashmap::DashMap;
 use futures::future::join_all;
 use tracing::warn;
 
-use super::{Detectors, UserMap};
+use super::{CompileError, Detectors, UserMap};
 use crate::row::{Key, Op, Row, Value};
 use crate::sink::alert::{self, AlertContext, AlertSink, SourcePosition};
 use crate::stage::{BatchError, Output};
@@ -62,12 +62,13 @@ struct PartitionUsers {
 
 impl ShardSetup {
     /// What the shards of `pipeline` share, its rows read as `projection`
-    /// says and its alerts sent to `alerts`.
+    /// says and its alerts sent to `alerts`; refused when a detector's
+    /// column is not read.
     pub fn for_pipeline(
         pipeline: &crate::config::Pipeline,
         projection: &crate::row::Projection,
         alerts: AlertSink,
-    ) -> Self {
+    ) -> Result<Self, CompileError> {
         let alerts_sent = pipeline
             .detectors
             .iter()
@@ -78,12 +79,12 @@ impl ShardSetup {
                 })
             })
             .collect();
-        ShardSetup {
+        Ok(ShardSetup {
             pipeline: pipeline.name.clone(),
             tracked_gauge: zeroed_gauge(names::TRACKED_USERS, &pipeline.name),
             misalignments: zeroed_counter(names::KEY_MISALIGNMENTS, &pipeline.name),
             alerts_sent,
-            detectors: Arc::new(Detectors::for_pipeline(pipeline, projection)),
+            detectors: Arc::new(Detectors::compile(pipeline, projection)?),
             primary_key: pipeline
                 .rows
                 .primary_key
@@ -94,7 +95,7 @@ impl ShardSetup {
             alerts,
             tracked_users: Arc::new(AtomicI64::new(0)),
             key_partitions: DashMap::new(),
-        }
+        })
     }
 }
 
@@ -187,6 +188,7 @@ impl Handler<Detect> for DetectorShard {
             if !part.misaligned.is_empty() && part.misaligned.contains(&row.key) {
                 misaligned += 1;
             }
+            let first = alerts.len();
             detectors.observe(user, row, alerting, |i, finding| {
                 let detector = &detectors.list()[i];
                 let ctx = AlertContext {
@@ -198,6 +200,10 @@ impl Handler<Detect> for DetectorShard {
                 let amount = row.values.get(detector.amount).unwrap_or(&Value::Null);
                 alerts.push((i, alert::build(&ctx, row, amount, &finding)));
             });
+            // A row's alerts go out in the file's order of detectors.
+            if alerts.len() - first > 1 {
+                alerts[first..].sort_by_key(|(i, _)| *i);
+            }
             part.newest = part.newest.max(Some(row.event_time));
         }
         part.rows_since_expiry += msg.rows.len();

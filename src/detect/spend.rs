@@ -86,13 +86,13 @@ impl SpendHistory {
     }
 
     /// `amount × n > factor × sum` (n the history's length), exactly.
-    fn exceeded_by(&self, amount: Decimal, factor: Decimal) -> bool {
+    fn exceeded_by(&self, amount: Decimal, factor: &exact::Factor) -> bool {
         let n = self.len();
         match &self.amounts {
-            Amounts::Narrow(u) => exact::exceeds(amount, n, factor, u.parts()),
-            Amounts::Wide(u) => exact::exceeds(amount, n, factor, u.parts()),
+            Amounts::Narrow(u) => factor.exceeded(amount, n, u.parts()),
+            Amounts::Wide(u) => factor.exceeded(amount, n, u.parts()),
             Amounts::Decimals { ring, .. } => {
-                exact::exceeds_sum_of(amount, n, factor, ring.iter().map(|a| (a.mantissa(), a.scale())))
+                exact::exceeds_sum_of(amount, n, factor.value(), ring.iter().map(|a| (a.mantissa(), a.scale())))
             }
         }
     }
@@ -274,21 +274,42 @@ impl SpendFinding {
     }
 }
 
-/// Judges `amount` against `history`, then adds it to the history.
-pub fn observe(config: &SpendAnomalyConfig, history: &mut SpendHistory, amount: Decimal) -> Option<SpendFinding> {
-    let n = history.len();
-    let finding = (n >= config.min_history
-        && exact::greater(amount, config.min_amount)
-        && history.exceeded_by(amount, config.factor))
-    .then(|| SpendFinding {
-        amount,
-        mean: history.mean(),
-        history: n,
-        factor: config.factor,
-        min_amount: config.min_amount,
-    });
-    history.push(amount, config.history);
-    finding
+/// `spend_anomaly`, compiled: the file's parameters, checked and ready
+/// for every row. Its per-user state is a [`SpendHistory`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpendAnomaly {
+    history: usize,
+    min_history: usize,
+    factor: exact::Factor,
+    min_amount: Decimal,
+}
+
+impl SpendAnomaly {
+    pub fn new(config: &SpendAnomalyConfig) -> Self {
+        SpendAnomaly {
+            history: config.history,
+            min_history: config.min_history,
+            factor: exact::Factor::new(config.factor),
+            min_amount: config.min_amount,
+        }
+    }
+
+    /// Judges `amount` against `history`, then adds it to the history.
+    pub fn observe(&self, history: &mut SpendHistory, amount: Decimal) -> Option<SpendFinding> {
+        let n = history.len();
+        let finding = (n >= self.min_history
+            && exact::greater(amount, self.min_amount)
+            && history.exceeded_by(amount, &self.factor))
+        .then(|| SpendFinding {
+            amount,
+            mean: history.mean(),
+            history: n,
+            factor: self.factor.value(),
+            min_amount: self.min_amount,
+        });
+        history.push(amount, self.history);
+        finding
+    }
 }
 
 #[cfg(test)]
@@ -297,6 +318,10 @@ mod tests {
 
     fn d(s: &str) -> Decimal {
         s.parse().expect("decimal")
+    }
+
+    fn observe(config: &SpendAnomalyConfig, history: &mut SpendHistory, amount: Decimal) -> Option<SpendFinding> {
+        SpendAnomaly::new(config).observe(history, amount)
     }
 
     fn feed(config: &SpendAnomalyConfig, amounts: &[&str]) -> (SpendHistory, Vec<Option<SpendFinding>>) {

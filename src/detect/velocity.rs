@@ -9,12 +9,13 @@
 //! window minus `allowed_lateness` are forgotten.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use rust_decimal::Decimal;
 use serde_json::{json, Value as Json};
 
 use super::exact;
-use crate::config::VelocityScoreConfig;
+use crate::config::{HighAmountRule, VelocityScoreConfig};
 use crate::time::EventTime;
 
 /// A user's recent event times, ascending (microseconds).
@@ -83,7 +84,7 @@ impl VelocityFinding {
 #[derive(Debug, Clone, PartialEq)]
 pub struct VelocityEvidence {
     pub count: usize,
-    pub window: std::time::Duration,
+    pub window: Duration,
     pub max_count: u32,
     pub points: u32,
 }
@@ -98,70 +99,117 @@ pub struct HighAmountEvidence {
 /// A window this small is not shrunk: the allocator would not gain.
 const MIN_SHRINK_CAPACITY: usize = 16;
 
-fn micros(d: std::time::Duration) -> i64 {
+fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
-/// Scores a row of the user at `time` with `amount`, then remembers it.
-pub fn observe(
-    config: &VelocityScoreConfig,
-    window: &mut VelocityWindow,
-    time: EventTime,
-    amount: Decimal,
-) -> Option<VelocityFinding> {
-    let t = time.micros();
-    let mut score = 0;
-    let velocity = config.velocity.as_ref().map(|rule| {
-        let times = &mut window.times;
-        let span = micros(rule.window);
-        // Where the row goes: at the back when it is in order.
-        let in_order = times.back().is_none_or(|&s| s <= t);
-        let at = if in_order { times.len() } else { times.partition_point(|&s| s <= t) };
-        let start = t.saturating_sub(span);
-        let count = at + 1 - times.partition_point(|&s| s < start);
-        let points = if count > rule.max_count as usize { rule.points } else { 0 };
-        score += points;
-        // Forget what no row within the allowed lateness can count again
-        // (this row too, when it is that late).
-        let newest = times.back().map_or(t, |&s| s.max(t));
-        let horizon = newest.saturating_sub(span).saturating_sub(micros(config.allowed_lateness));
-        if in_order {
-            times.push_back(t);
-        } else if t >= horizon {
-            times.insert(at, t);
+/// `velocity_score`, compiled: the file's parameters with durations in
+/// event-time microseconds. Its per-user state is a [`VelocityWindow`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct VelocityScore {
+    velocity: Option<CountRule>,
+    high_amount: Option<HighAmountRule>,
+    alert_above: u32,
+    /// `allowed_lateness`, µs.
+    lateness: i64,
+    /// `idle_timeout`, µs.
+    idle_timeout: Option<i64>,
+}
+
+/// The `velocity:` rule, its window in µs.
+#[derive(Debug, Clone, PartialEq)]
+struct CountRule {
+    window: Duration,
+    window_us: i64,
+    max_count: u32,
+    points: u32,
+}
+
+impl VelocityScore {
+    pub fn new(config: &VelocityScoreConfig) -> Self {
+        VelocityScore {
+            velocity: config.velocity.as_ref().map(|rule| CountRule {
+                window: rule.window,
+                window_us: micros(rule.window),
+                max_count: rule.max_count,
+                points: rule.points,
+            }),
+            high_amount: config.high_amount.clone(),
+            alert_above: config.alert_above,
+            lateness: micros(config.allowed_lateness),
+            idle_timeout: config.idle_timeout.map(micros),
         }
-        while times.front().is_some_and(|&s| s < horizon) {
-            times.pop_front();
-        }
-        // Give back what a burst left behind (growth doubles: no thrash).
-        if times.capacity() > MIN_SHRINK_CAPACITY && times.len() * 4 <= times.capacity() {
-            times.shrink_to(times.capacity() / 2);
-        }
-        VelocityEvidence { count, window: rule.window, max_count: rule.max_count, points }
-    });
-    let high_amount = config.high_amount.as_ref().map(|rule| {
-        let points = if exact::greater(amount, rule.threshold) { rule.points } else { 0 };
-        score += points;
-        HighAmountEvidence { amount, threshold: rule.threshold, points }
-    });
-    (score > config.alert_above).then_some(VelocityFinding {
-        score,
-        velocity,
-        high_amount,
-        alert_above: config.alert_above,
-    })
+    }
+
+    /// How long (event time, µs) a user may stay idle before its window is
+    /// forgotten, if it is ever.
+    pub fn idle_timeout(&self) -> Option<i64> {
+        self.idle_timeout
+    }
+
+    /// Scores a row of the user at `time` with `amount`, then remembers it.
+    pub fn observe(&self, window: &mut VelocityWindow, time: EventTime, amount: Decimal) -> Option<VelocityFinding> {
+        let t = time.micros();
+        let mut score = 0;
+        let velocity = self.velocity.as_ref().map(|rule| {
+            let times = &mut window.times;
+            // Where the row goes: at the back when it is in order.
+            let in_order = times.back().is_none_or(|&s| s <= t);
+            let at = if in_order { times.len() } else { times.partition_point(|&s| s <= t) };
+            let start = t.saturating_sub(rule.window_us);
+            let count = at + 1 - times.partition_point(|&s| s < start);
+            let points = if count > rule.max_count as usize { rule.points } else { 0 };
+            score += points;
+            // Forget what no row within the allowed lateness can count again
+            // (this row too, when it is that late).
+            let newest = times.back().map_or(t, |&s| s.max(t));
+            let horizon = newest.saturating_sub(rule.window_us).saturating_sub(self.lateness);
+            if in_order {
+                times.push_back(t);
+            } else if t >= horizon {
+                times.insert(at, t);
+            }
+            while times.front().is_some_and(|&s| s < horizon) {
+                times.pop_front();
+            }
+            // Give back what a burst left behind (growth doubles: no thrash).
+            if times.capacity() > MIN_SHRINK_CAPACITY && times.len() * 4 <= times.capacity() {
+                times.shrink_to(times.capacity() / 2);
+            }
+            VelocityEvidence { count, window: rule.window, max_count: rule.max_count, points }
+        });
+        let high_amount = self.high_amount.as_ref().map(|rule| {
+            let points = if exact::greater(amount, rule.threshold) { rule.points } else { 0 };
+            score += points;
+            HighAmountEvidence { amount, threshold: rule.threshold, points }
+        });
+        (score > self.alert_above).then_some(VelocityFinding {
+            score,
+            velocity,
+            high_amount,
+            alert_above: self.alert_above,
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{HighAmountRule, VelocityRule};
-    use std::time::Duration;
+    use crate::config::VelocityRule;
 
     const S: i64 = 1_000_000;
 
     fn d(s: &str) -> Decimal {
         s.parse().expect("decimal")
+    }
+
+    fn observe(
+        config: &VelocityScoreConfig,
+        window: &mut VelocityWindow,
+        time: EventTime,
+        amount: Decimal,
+    ) -> Option<VelocityFinding> {
+        VelocityScore::new(config).observe(window, time, amount)
     }
 
     /// Velocity alone, alerting on the count rule only.
