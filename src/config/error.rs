@@ -4,7 +4,7 @@
 //!
 //! A config error is always the user's to fix and is never retried: vigil
 //! refuses to start. This module only carries and prints problems; finding
-//! them is `interpolate.rs`, the YAML parser and `validate.rs`.
+//! them is `interpolate.rs`, the YAML parser and each kind's `validate.rs`.
 
 use std::fmt::{self, Write as _};
 

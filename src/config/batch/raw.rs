@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::TimeType;
-use crate::config::raw::S;
+use crate::config::spanned::S;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]

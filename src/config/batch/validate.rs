@@ -1,6 +1,6 @@
 //! Semantic validation of a batch pipeline file: defaults, ranges and
 //! cross-field rules, every problem collected with its path and location
-//! (the stream validator's `Validator` does the reporting).
+//! (the shared `Validator` of `validator.rs` does the reporting).
 //!
 //! Deliberately not checked: whether the database answers, or whether the
 //! tables and columns exist (the scheduler checks those when it connects).
@@ -17,8 +17,8 @@ use super::{
     RESULT_COLUMNS, WINDOWS_TABLE,
 };
 use crate::config::interpolate::ColumnMap;
-use crate::config::raw::S;
-use crate::config::validate::{key_path, Validator};
+use crate::config::spanned::S;
+use crate::config::validator::{key_path, Validator};
 use crate::config::Problem;
 
 /// PostgreSQL's identifier length limit (NAMEDATALEN - 1), in bytes.

@@ -1,7 +1,9 @@
-//! Semantic validation: turns a parsed file (`raw.rs`) into a [`Pipeline`],
-//! applying defaults and checking every rule, and collects *every* problem
-//! (with its path and the location of the offending value) instead of
-//! stopping at the first.
+//! Semantic validation of a streaming pipeline file: turns a parsed file
+//! (`raw.rs`) into a [`Pipeline`], applying defaults and checking every
+//! rule, and collects *every* problem (with its path and the location of
+//! the offending value) instead of stopping at the first. The reporting
+//! and the checks shared with batch files are `config/validator.rs`'s
+//! `Validator`; the streaming rules are added to it here.
 //!
 //! Cross-field messages name both fields and both values. Deliberately not
 //! checked here: anything that needs a running broker or database (topic
@@ -14,15 +16,18 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use serde_saphyr::Location;
 
-use super::interpolate::ColumnMap;
 use super::raw::{
-    DetectorType, RawDetector, RawFormat, RawHighAmount, RawPipeline, RawRows, RawSink, RawSource, RawVelocity, S,
+    DetectorType, RawDetector, RawFormat, RawHighAmount, RawPipeline, RawRows, RawSink, RawSource, RawVelocity,
 };
 use super::{
-    decimal, duration, DecimalHandling, DetectorConfig, DetectorKind, EventTime, FormatConfig, HighAmountRule,
-    Pipeline, Problem, RowsConfig, SchemaMode, SinkConfig, SourceConfig, SpendAnomalyConfig, VelocityRule,
-    VelocityScoreConfig,
+    DecimalHandling, DetectorConfig, DetectorKind, EventTime, FormatConfig, HighAmountRule, Pipeline, RowsConfig,
+    SchemaMode, SinkConfig, SourceConfig, SpendAnomalyConfig, VelocityRule, VelocityScoreConfig,
 };
+use crate::config::decimal;
+use crate::config::interpolate::ColumnMap;
+use crate::config::spanned::S;
+use crate::config::validator::{key_path, Validator};
+use crate::config::Problem;
 use crate::row::Op;
 
 /// librdkafka properties vigil sets itself, with what to do instead.
@@ -39,14 +44,15 @@ const RESERVED_PROPERTIES: [(&str, &str); 7] = [
     ),
 ];
 
-/// Kafka's limit on topic name length.
-const MAX_TOPIC_LEN: usize = 249;
-
 /// rust_decimal's largest scale.
 const MAX_SCALE: u32 = 28;
 
 /// Validates `raw`; `columns` maps locations back to the file.
-pub(super) fn validate(raw: RawPipeline, file: PathBuf, columns: &ColumnMap) -> Result<Pipeline, Vec<Problem>> {
+pub(in crate::config) fn validate(
+    raw: RawPipeline,
+    file: PathBuf,
+    columns: &ColumnMap,
+) -> Result<Pipeline, Vec<Problem>> {
     let mut v = Validator { problems: Vec::new(), columns };
     let name = v.name("name", &raw.name);
     let source = v.source(raw.source);
@@ -64,48 +70,7 @@ pub(super) fn validate(raw: RawPipeline, file: PathBuf, columns: &ColumnMap) -> 
     Ok(Pipeline { name, file, source, format, rows, detectors, sink })
 }
 
-/// Collects problems; shared with the batch validator (`batch/validate.rs`).
-pub(super) struct Validator<'a> {
-    pub(super) problems: Vec<Problem>,
-    pub(super) columns: &'a ColumnMap,
-}
-
 impl Validator<'_> {
-    pub(super) fn report(&mut self, at: &Location, path: impl Into<String>, message: impl Into<String>) {
-        let (line, column) = if at.line() == 0 {
-            (None, None)
-        } else {
-            (Some(at.line()), Some(self.columns.original(at.line(), at.column())))
-        };
-        self.problems.push(Problem { path: path.into(), line, column, message: message.into() });
-    }
-
-    /// A name that labels metrics: `[a-z0-9][a-z0-9._-]*`.
-    pub(super) fn name(&mut self, path: &str, name: &S<String>) -> String {
-        if !is_label(&name.value) {
-            self.report(
-                &name.referenced,
-                path,
-                format!("must match [a-z0-9][a-z0-9._-]* (it labels metrics; got {:?})", name.value),
-            );
-        }
-        name.value.clone()
-    }
-
-    pub(super) fn non_empty(&mut self, path: &str, value: &S<String>) -> String {
-        if value.value.trim().is_empty() {
-            self.report(&value.referenced, path, "must not be empty");
-        }
-        value.value.clone()
-    }
-
-    pub(super) fn topic(&mut self, path: &str, topic: &S<String>) -> String {
-        if let Some(message) = topic_problem(&topic.value) {
-            self.report(&topic.referenced, path, message);
-        }
-        topic.value.clone()
-    }
-
     /// A non-empty list of non-empty, distinct column names.
     fn columns_list(&mut self, path: &str, list: &S<Vec<S<String>>>) -> Vec<String> {
         if list.value.is_empty() {
@@ -143,16 +108,6 @@ impl Validator<'_> {
             Ok(d) => Some(d),
             Err(message) => {
                 self.report(&text.referenced, path, message);
-                None
-            }
-        }
-    }
-
-    pub(super) fn duration(&mut self, path: &str, text: &S<String>) -> Option<Duration> {
-        match duration::parse_duration(&text.value) {
-            Ok(d) => Some(d),
-            Err(err) => {
-                self.report(&text.referenced, path, err.to_string());
                 None
             }
         }
@@ -607,41 +562,6 @@ impl Validator<'_> {
             None => default,
         };
         SinkConfig { alerts, dead_letters, delivery_timeout }
-    }
-}
-
-/// `[a-z0-9][a-z0-9._-]*`
-fn is_label(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
-}
-
-/// Why Kafka would refuse `topic` as a topic name, if it would.
-fn topic_problem(topic: &str) -> Option<String> {
-    if topic.is_empty() {
-        return Some("must not be empty".into());
-    }
-    if topic == "." || topic == ".." {
-        return Some(format!("Kafka refuses the topic name {topic:?}"));
-    }
-    let len = topic.chars().count();
-    if len > MAX_TOPIC_LEN {
-        return Some(format!("must be at most {MAX_TOPIC_LEN} characters, Kafka's limit (got {len})"));
-    }
-    if !topic.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
-        return Some(format!("not a valid Kafka topic name (got {topic:?}): use letters, digits, '.', '_' and '-'"));
-    }
-    None
-}
-
-/// `base.key`, or `base["key"]` when the key has characters other than
-/// letters, digits and `_` (such as the dots of librdkafka properties).
-pub(super) fn key_path(base: &str, key: &str) -> String {
-    if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        format!("{base}.{key}")
-    } else {
-        format!("{base}[{key:?}]")
     }
 }
 

@@ -1,10 +1,10 @@
-//! The pipeline file as written: serde structs that mirror the YAML keys,
-//! strict (`deny_unknown_fields`), with each value's location kept
-//! (`Spanned`) so validation can point at it.
+//! A streaming pipeline file as written: serde structs that mirror the
+//! YAML keys, strict (`deny_unknown_fields`), with each value's location
+//! kept (`Spanned`) so validation can point at it.
 //!
 //! Deliberately no rules here beyond the shape of the file: defaults,
 //! ranges and cross-field checks live in `validate.rs`, which turns these
-//! into the typed structs of `config`. Numbers that must be exact
+//! into the typed structs of `config::stream`. Numbers that must be exact
 //! (decimals) and durations are kept as their source text and parsed there,
 //! so every bad value in a file is reported at once.
 //!
@@ -18,18 +18,15 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use serde_saphyr::Spanned;
 
 use super::{DecimalHandling, SchemaMode, StartFrom};
+use crate::config::spanned::S;
 use crate::row::Op;
-
-/// A value and where it was written.
-pub(super) type S<T> = Spanned<T>;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawPipeline {
+pub(in crate::config) struct RawPipeline {
     /// Pipeline name, labels metrics. Required.
     pub name: S<String>,
     /// Where rows come from. Required.
@@ -47,7 +44,7 @@ pub(super) struct RawPipeline {
 /// `source:`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawSource {
+pub(in crate::config) struct RawSource {
     /// Kafka bootstrap servers, comma-separated. Required.
     pub brokers: S<String>,
     /// Topics to read, at least one. Required.
@@ -63,7 +60,7 @@ pub(super) struct RawSource {
 /// `format:`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawFormat {
+pub(in crate::config) struct RawFormat {
     /// Only `debezium-json`. Required. A string, so other values get a
     /// message explaining what vigil reads.
     #[serde(rename = "type")]
@@ -79,7 +76,7 @@ pub(super) struct RawFormat {
 /// `rows:`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawRows {
+pub(in crate::config) struct RawRows {
     /// Routing key column. Required.
     pub key: S<String>,
     /// A column, or `source.ts_ms`. Required.
@@ -95,7 +92,7 @@ pub(super) struct RawRows {
 /// The closed set of detector types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(super) enum DetectorType {
+pub(in crate::config) enum DetectorType {
     SpendAnomaly,
     VelocityScore,
 }
@@ -124,7 +121,7 @@ impl DetectorType {
 /// module doc for why).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawDetector {
+pub(in crate::config) struct RawDetector {
     /// `spend_anomaly` | `velocity_score`. Required.
     #[serde(rename = "type")]
     pub kind: S<DetectorType>,
@@ -157,7 +154,7 @@ pub(super) struct RawDetector {
 /// `velocity:` of a velocity_score detector.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawVelocity {
+pub(in crate::config) struct RawVelocity {
     /// Duration text. Default `60s`.
     pub window: Option<S<String>>,
     /// Default 5.
@@ -169,7 +166,7 @@ pub(super) struct RawVelocity {
 /// `high_amount:` of a velocity_score detector.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawHighAmount {
+pub(in crate::config) struct RawHighAmount {
     /// Decimal text. Default 4000.
     pub threshold: Option<S<String>>,
     /// Default 50.
@@ -179,7 +176,7 @@ pub(super) struct RawHighAmount {
 /// `sink:`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawSink {
+pub(in crate::config) struct RawSink {
     /// Alerts topic. Required.
     pub alerts: S<String>,
     /// Dead-letter topic. Required.

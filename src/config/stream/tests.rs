@@ -1,10 +1,12 @@
-//! Tests of loading whole pipeline files: defaults, every semantic rule,
-//! locations. The pieces (interpolation, durations, decimals, errors) are
-//! tested beside their code.
+//! Tests of loading whole streaming pipeline files: defaults, every
+//! semantic rule, locations. The pieces (interpolation, durations,
+//! decimals, errors) are tested beside their code.
 
+use std::path::Path;
 use std::str::FromStr;
 
 use super::*;
+use crate::config::{closest, edit_distance, load, load_str, ConfigError, Problem};
 
 /// A valid pipeline with only the required keys; tests edit it.
 const BASE: &str = "\
@@ -101,7 +103,7 @@ fn defaults_are_the_reference_agents() {
 
 #[test]
 fn reference_pipeline_loads_as_the_reference_agents() {
-    let text = include_str!("../../pipelines/fraud-detection.yaml");
+    let text = include_str!("../../../pipelines/fraud-detection.yaml");
     let p = load_str("fraud-detection.yaml", text, no_env).unwrap();
     assert_eq!(p.name, "fraud-detection");
     assert_eq!(p.source.brokers, "127.0.0.1:9092");
