@@ -91,7 +91,7 @@ fn parse_options() -> serde_saphyr::Options {
 
 fn parse_stream(file: PathBuf, label: &str, interpolated: &interpolate::Interpolated) -> Result<Pipeline, ConfigError> {
     let raw: stream::raw::RawPipeline = serde_saphyr::from_str_with_options(&interpolated.text, parse_options())
-        .map_err(|err| ConfigError::new(label, vec![syntax_problem(&err, &interpolated.columns, Kind::Stream)]))?;
+        .map_err(|err| ConfigError::new(label, vec![syntax_problem(&err, &interpolated.columns, FileKind::Stream)]))?;
     stream::validate::validate(raw, file, &interpolated.columns).map_err(|problems| ConfigError::new(label, problems))
 }
 
@@ -101,7 +101,7 @@ fn parse_batch(
     interpolated: &interpolate::Interpolated,
 ) -> Result<BatchPipeline, ConfigError> {
     let raw: batch::raw::RawBatchPipeline = serde_saphyr::from_str_with_options(&interpolated.text, parse_options())
-        .map_err(|err| ConfigError::new(label, vec![syntax_problem(&err, &interpolated.columns, Kind::Batch)]))?;
+        .map_err(|err| ConfigError::new(label, vec![syntax_problem(&err, &interpolated.columns, FileKind::Batch)]))?;
     batch::validate::validate(raw, file, &interpolated.columns).map_err(|problems| ConfigError::new(label, problems))
 }
 
@@ -126,7 +126,7 @@ impl PipelineDef {
 
 /// The two kinds of pipeline file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+enum FileKind {
     Stream,
     Batch,
 }
@@ -161,21 +161,29 @@ fn load_any_inner(
 ) -> Result<PipelineDef, ConfigError> {
     let interpolated = interpolate::interpolate(text, env).map_err(|problems| ConfigError::new(label, problems))?;
     match kind_of(&interpolated).map_err(|problem| ConfigError::new(label, vec![problem]))? {
-        Kind::Stream => parse_stream(file, label, &interpolated).map(PipelineDef::Stream),
-        Kind::Batch => parse_batch(file, label, &interpolated).map(PipelineDef::Batch),
+        FileKind::Stream => parse_stream(file, label, &interpolated).map(PipelineDef::Stream),
+        FileKind::Batch => parse_batch(file, label, &interpolated).map(PipelineDef::Batch),
     }
 }
 
 /// The kind of a file, from its top-level keys (see [`load_any`]). A file
 /// that is not a mapping at all is left to the streaming parser, whose
 /// syntax errors then name the problem.
-fn kind_of(interpolated: &interpolate::Interpolated) -> Result<Kind, Problem> {
+///
+/// This parses the file a second time (the typed parse follows), on
+/// purpose: the kind (and the "not both" refusal) depends on keys
+/// anywhere in the file, while a typed parse stops at the first bad value
+/// and cannot read on past it (serde-saphyr reads values as they come). In
+/// one parse, `name: ~` before `source:` and `schedule:` would be refused
+/// at `name` instead of as both kinds, and a bad `postgres:` value before
+/// `source:` as a bad value instead of as a key a streaming file lacks.
+fn kind_of(interpolated: &interpolate::Interpolated) -> Result<FileKind, Problem> {
     use serde::de::IgnoredAny;
     let Ok(keys) = serde_saphyr::from_str_with_options::<BTreeMap<String, spanned::S<IgnoredAny>>>(
         &interpolated.text,
         parse_options(),
     ) else {
-        return Ok(Kind::Stream);
+        return Ok(FileKind::Stream);
     };
     match (keys.get("source"), keys.get("schedule")) {
         (Some(_), Some(schedule)) => {
@@ -194,16 +202,18 @@ fn kind_of(interpolated: &interpolate::Interpolated) -> Result<Kind, Problem> {
                     .into(),
             })
         }
-        (Some(_), None) => Ok(Kind::Stream),
-        (None, Some(_)) => Ok(Kind::Batch),
-        (None, None) if ["postgres", "readings", "results"].iter().any(|k| keys.contains_key(*k)) => Ok(Kind::Batch),
-        (None, None) => Ok(Kind::Stream),
+        (Some(_), None) => Ok(FileKind::Stream),
+        (None, Some(_)) => Ok(FileKind::Batch),
+        (None, None) if ["postgres", "readings", "results"].iter().any(|k| keys.contains_key(*k)) => {
+            Ok(FileKind::Batch)
+        }
+        (None, None) => Ok(FileKind::Stream),
     }
 }
 
 /// A parse error as a problem: its location mapped back to the file and
 /// its message in the file's terms.
-fn syntax_problem(err: &serde_saphyr::Error, columns: &interpolate::ColumnMap, kind: Kind) -> Problem {
+fn syntax_problem(err: &serde_saphyr::Error, columns: &interpolate::ColumnMap, kind: FileKind) -> Problem {
     let (line, column) = match err.location() {
         Some(at) if at.line() > 0 => (Some(at.line()), Some(columns.original(at.line(), at.column()))),
         _ => (None, None),
@@ -215,14 +225,14 @@ fn syntax_problem(err: &serde_saphyr::Error, columns: &interpolate::ColumnMap, k
 /// Option<String>`, `invalid u32`); say those in the file's terms, and
 /// suggest the closest key for an unknown one. Anything else is the
 /// parser's own message, without its location suffix.
-fn syntax_message(err: &serde_saphyr::Error, kind: Kind) -> String {
+fn syntax_message(err: &serde_saphyr::Error, kind: FileKind) -> String {
     use serde_saphyr::{Error as E, MessageFormatter as _};
     match err {
         E::Eof { .. } => match kind {
-            Kind::Stream => "the file ends before the pipeline does (a pipeline needs name, \
+            FileKind::Stream => "the file ends before the pipeline does (a pipeline needs name, \
                              source, format, rows, detectors and sink)"
                 .into(),
-            Kind::Batch => "the file ends before the pipeline does (a batch pipeline needs name, \
+            FileKind::Batch => "the file ends before the pipeline does (a batch pipeline needs name, \
                             schedule, postgres, readings and results)"
                 .into(),
         },
