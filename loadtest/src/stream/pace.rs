@@ -1,6 +1,8 @@
 //! When the next record may go out: at a steady rate or as fast as
 //! possible, until a count, a duration or Ctrl-C ends the run. Both
-//! producers (Kafka, PostgreSQL) follow the same pace.
+//! producers (Kafka, PostgreSQL) follow the same pace and say what they
+//! sent as a [`Produced`], which lives here so that neither producer
+//! imports the other for it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -79,6 +81,19 @@ impl Pace {
 
     pub fn seconds(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
+    }
+}
+
+/// What a producer sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Produced {
+    pub count: u64,
+    pub seconds: f64,
+}
+
+impl Produced {
+    pub fn rate(&self) -> f64 {
+        self.count as f64 / self.seconds.max(1e-6)
     }
 }
 

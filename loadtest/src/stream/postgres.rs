@@ -20,8 +20,7 @@ use tokio_postgres::Client;
 use loadtest::workload::{Txn, Workload};
 use vigil::time::EventTime;
 
-use super::pace::{Pace, Step};
-use super::produce::Produced;
+use super::pace::{Pace, Produced, Step};
 use super::progress::Progress;
 
 /// The user ids load tests write: above the transaction simulator's

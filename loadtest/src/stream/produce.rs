@@ -13,7 +13,7 @@ use loadtest::workload::Workload;
 
 use super::kafka::{self, EnvelopeSink, Offsets};
 use super::manifest::{Manifest, Target};
-use super::pace::{Pace, Step};
+use super::pace::{Pace, Produced, Step};
 use super::postgres;
 use super::progress::Progress;
 use super::{KafkaArgs, WorkloadArgs};
@@ -56,19 +56,6 @@ pub struct ProduceArgs {
     /// Rows per COPY at most, with --to postgres.
     #[arg(long, default_value_t = 2_000)]
     batch: usize,
-}
-
-/// What a producer sent.
-#[derive(Debug, Clone, Copy)]
-pub struct Produced {
-    pub count: u64,
-    pub seconds: f64,
-}
-
-impl Produced {
-    pub fn rate(&self) -> f64 {
-        self.count as f64 / self.seconds.max(1e-6)
-    }
 }
 
 /// Sends the workload's transactions to `sink` at `pace` and waits until
