@@ -9,15 +9,14 @@
 //! starts (each owner's series, e.g. the source's and the batch job's).
 
 mod support;
-mod support_pg;
 
 use std::collections::BTreeSet;
 
 use std::time::Duration;
 
 use serde_json::Value;
+use support::pg::*;
 use support::*;
-use support_pg::*;
 
 const DASHBOARD: &str = include_str!("../scripts/grafana/vigil-dashboard.json");
 const METRICS_RS: &str = include_str!("../src/telemetry/mod.rs");

@@ -4,14 +4,13 @@
 //! Against the stack's PostgreSQL and Kafka, with time injected.
 
 mod support;
-mod support_pg;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use support::pg::*;
 use support::*;
-use support_pg::*;
 use vigil::config::{load_any_str, BatchPipeline, PipelineDef};
 use vigil::schedule::{self, Job, RunOutcome, StartError};
 use vigil::telemetry::Health;

@@ -11,12 +11,11 @@
 //! is seen waiting for it in `pg_stat_activity`.
 
 mod support;
-mod support_pg;
 
 use std::time::Duration;
 
+use support::pg::*;
 use support::*;
-use support_pg::*;
 
 const EVERY: i64 = 2 * MICROS;
 const GRACE: i64 = 300_000;

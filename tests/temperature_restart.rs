@@ -4,12 +4,11 @@
 //! for the whole test (with future times), results checked by hand.
 
 mod support;
-mod support_pg;
 
 use std::time::Duration;
 
+use support::pg::*;
 use support::*;
-use support_pg::*;
 
 const EVERY: i64 = 2 * MICROS;
 const GRACE: i64 = 300_000;

@@ -4,12 +4,11 @@
 //! nothing is left. 2-second windows against the stack's PostgreSQL.
 
 mod support;
-mod support_pg;
 
 use std::time::Duration;
 
+use support::pg::*;
 use support::*;
-use support_pg::*;
 
 const EVERY: i64 = 2 * MICROS;
 

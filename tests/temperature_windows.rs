@@ -10,13 +10,12 @@
 //! type is refused with a clear reason.
 
 mod support;
-mod support_pg;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support_pg::*;
+use support::pg::*;
 use vigil::config::{load_any_str, BatchPipeline, PipelineDef};
 use vigil::schedule::{self, Job, ManualClock, Options, RunError, RunOutcome};
 use vigil::telemetry::Health;

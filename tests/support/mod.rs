@@ -1,7 +1,10 @@
 //! What the integration tests share: the stack's endpoints (from the
 //! environment, loopback defaults), clients that fail loudly when a service
 //! is missing, and Kafka helpers that read only what a test itself caused.
+//! The batch job's PostgreSQL helpers are in [`pg`].
 #![allow(dead_code)] // each test binary uses a different part of this module
+
+pub mod pg;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -3,8 +3,8 @@
 //! readings tables with unique names, results computed by hand from the
 //! inserted readings, and the job's own tables read back.
 //!
-//! A test binary using this module declares `mod support;` too (for the
-//! stack's endpoints and the `vigil run` process helper).
+//! Part of `support` (as `support::pg`), beside the stack's endpoints and
+//! the `vigil run` process helper it builds on.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::collections::BTreeMap;
@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::support::database_url;
+use super::database_url;
 
 pub const MICROS: i64 = 1_000_000;
 
