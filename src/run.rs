@@ -2,7 +2,7 @@
 //!
 //! Order of start: the metrics address is bound first (a taken port is
 //! refused before anything joins a group), then the worker arbiters, then
-//! per pipeline its producer (alerts and dead letters), its detector shards
+//! per pipeline its producers (alerts; dead letters), its detector shards
 //! (one per worker) and its source. Order of stop, on
 //! SIGINT/SIGTERM or when a pipeline fails for good: every source stops
 //! consuming, drains its partitions and commits; the producers flush; the
@@ -26,7 +26,9 @@ use crate::config::{BatchPipeline, Pipeline};
 use crate::decode::DecodeOptions;
 use crate::detect::router::DetectorRouter;
 use crate::detect::shard::{DetectorShard, ShardSetup};
-use crate::kafka::{create_producer, durable_producer_config, ensure_topics, Client, DurableProducer, TopicsError};
+use crate::kafka::{
+    create_producer, durable_producer_config, ensure_topics, record_limit, Client, DurableProducer, TopicsError,
+};
 use crate::schedule;
 use crate::sink::alert::AlertSink;
 use crate::sink::dead_letter::DeadLetters;
@@ -64,19 +66,20 @@ async fn run_inside(pipelines: Vec<Pipeline>, batch: Vec<BatchPipeline>, options
         let pipeline = Arc::new(pipeline);
         health.register(&pipeline.name);
         check_topics(&pipeline).await?;
-        let mut config = durable_producer_config(
-            &pipeline.source.brokers,
-            &pipeline.source.properties,
-            pipeline.sink.delivery_timeout,
+        let producer = pipeline_producer(&pipeline, "", None)?;
+        let dead_letter_limit =
+            record_limit(&pipeline.source.brokers, &pipeline.source.properties, &pipeline.sink.dead_letters)
+                .await
+                .with_context(|| format!("{}: reading the dead-letter topic's max.message.bytes", pipeline.name))?;
+        // A producer of their own: the broker judges a whole batch by the
+        // topic's max.message.bytes, so dead letters are batched within it.
+        let dead_letter_producer = pipeline_producer(&pipeline, "-dead-letters", Some(dead_letter_limit))?;
+        let dead_letters = DeadLetters::new(
+            dead_letter_producer.clone(),
+            pipeline.sink.dead_letters.clone(),
+            pipeline.name.clone(),
+            dead_letter_limit,
         );
-        let producer = create_producer(
-            config.set("client.id", format!("vigil-{}", pipeline.name)),
-            &pipeline.name,
-            Client::Producer,
-        )
-        .with_context(|| format!("{}: creating the producer", pipeline.name))?;
-        let dead_letters =
-            DeadLetters::new(producer.clone(), pipeline.sink.dead_letters.clone(), pipeline.name.clone());
         let decode = DecodeOptions::for_pipeline(&pipeline);
         let router = start_shards(&pipeline, &decode, &arbiters, &producer)?;
         let source = Source::start(SourceParts {
@@ -90,7 +93,7 @@ async fn run_inside(pipelines: Vec<Pipeline>, batch: Vec<BatchPipeline>, options
         })
         .with_context(|| format!("{}: starting the Kafka source", pipeline.name))?;
         info!(pipeline = %pipeline.name, group = %pipeline.source.group, topics = ?pipeline.source.topics, "pipeline started");
-        running.push((pipeline, source, producer));
+        running.push((pipeline, source, [producer, dead_letter_producer]));
     }
 
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -102,12 +105,14 @@ async fn run_inside(pipelines: Vec<Pipeline>, batch: Vec<BatchPipeline>, options
 
     schedules.stop().await;
 
-    for (pipeline, source, producer) in running {
+    for (pipeline, source, producers) in running {
         let name = pipeline.name.clone();
         tokio::task::spawn_blocking(move || {
             source.stop();
-            if let Err(e) = producer.flush(Duration::from_secs(30)) {
-                warn!(pipeline = %name, error = %e, "flushing the producer at shutdown");
+            for producer in producers {
+                if let Err(e) = producer.flush(Duration::from_secs(30)) {
+                    warn!(pipeline = %name, error = %e, "flushing the producer at shutdown");
+                }
             }
         })
         .await
@@ -126,6 +131,19 @@ async fn run_inside(pipelines: Vec<Pipeline>, batch: Vec<BatchPipeline>, options
             Ok(())
         }
     }
+}
+
+/// A durable producer of `pipeline`, client id `vigil-NAME{suffix}`,
+/// its batches kept within `batch_limit` bytes when given.
+fn pipeline_producer(pipeline: &Pipeline, suffix: &str, batch_limit: Option<usize>) -> anyhow::Result<DurableProducer> {
+    let mut config =
+        durable_producer_config(&pipeline.source.brokers, &pipeline.source.properties, pipeline.sink.delivery_timeout);
+    config.set("client.id", format!("vigil-{}{suffix}", pipeline.name));
+    if let Some(limit) = batch_limit {
+        config.set("batch.size", limit.to_string());
+    }
+    create_producer(&config, &pipeline.name, Client::Producer)
+        .with_context(|| format!("{}: creating the producer{suffix}", pipeline.name))
 }
 
 /// One detector shard per worker, each owning the users of the partitions

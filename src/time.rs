@@ -16,6 +16,13 @@ const MICROS_PER_SECOND: i64 = 1_000_000;
 const SECONDS_PER_DAY: i64 = 86_400;
 
 impl EventTime {
+    /// The wall clock, for what is stamped or checked against it (an
+    /// alert's `detected_at`, an implausible event time), never for windows.
+    pub fn now() -> Self {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        EventTime(i64::try_from(since.as_micros()).unwrap_or(i64::MAX))
+    }
+
     pub fn from_millis(ms: i64) -> Option<Self> {
         ms.checked_mul(1_000).map(EventTime)
     }

@@ -100,7 +100,12 @@ async fn run_with(pipeline: Pipeline, downstream: Arc<dyn Downstream>, mut done:
         let (fatal, _fatal_rx) = tokio::sync::mpsc::unbounded_channel();
         let source = Source::start(SourceParts {
             decode: DecodeOptions::for_pipeline(&pipeline),
-            dead_letters: DeadLetters::new(producer, pipeline.sink.dead_letters.clone(), pipeline.name.clone()),
+            dead_letters: DeadLetters::new(
+                producer,
+                pipeline.sink.dead_letters.clone(),
+                pipeline.name.clone(),
+                1_000_000,
+            ),
             pipeline: Arc::new(pipeline),
             downstream,
             arbiters: arbiters.iter().map(Arbiter::handle).collect(),

@@ -30,7 +30,7 @@ use shape::PayloadShape;
 use value::{convert, Json, Role, Schemaless};
 
 pub use crate::config::{DecimalHandling, SchemaMode};
-pub use value::TimeUnit;
+pub use value::{quoted, TimeUnit};
 
 /// Where a row's event time comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +54,10 @@ pub struct DecodeOptions {
     pub schemaless: Schemaless,
     /// Ops decoded into rows; the others are skipped unread.
     pub ops: Box<[Op]>,
+    /// A text key longer than this (bytes) is a bad value.
+    pub max_key_bytes: usize,
+    /// How far ahead of the wall clock an event time may be (µs).
+    pub max_future_us: i64,
 }
 
 impl DecodeOptions {
@@ -94,6 +98,8 @@ impl DecodeOptions {
             schemaless: Schemaless { decimals: pipeline.format.decimals, time_unit: TimeUnit::Micros },
             ops,
             projection,
+            max_key_bytes: pipeline.rows.max_key_bytes,
+            max_future_us: i64::try_from(pipeline.rows.max_future.as_micros()).unwrap_or(i64::MAX),
         }
     }
 }
@@ -149,7 +155,8 @@ pub enum DecodeError {
     BadEnvelope(String),
     #[error("unreadable schema block: {0}")]
     BadSchema(String),
-    #[error("unknown op {0:?} (expected c, u, d, r, t or m)")]
+    /// The op as read, quoted ([`quoted`]).
+    #[error("unknown op {0} (expected c, u, d, r, t or m)")]
     UnknownOp(String),
     #[error("key column {0} is missing or null")]
     MissingKey(String),
@@ -161,6 +168,8 @@ pub enum DecodeError {
     WrongType { column: String, expected: &'static str, got: String },
     #[error("column {column}: {reason}")]
     BadValue { column: String, reason: String },
+    #[error("event time {time} ({column}) is more than {max_future} ahead of the wall clock (rows.max_future)")]
+    ImplausibleEventTime { column: String, time: EventTime, max_future: String },
 }
 
 impl DecodeError {
@@ -176,6 +185,7 @@ impl DecodeError {
             DecodeError::MissingValue(_) => DecodeReason::MissingValue,
             DecodeError::WrongType { .. } => DecodeReason::WrongType,
             DecodeError::BadValue { .. } => DecodeReason::BadValue,
+            DecodeError::ImplausibleEventTime { .. } => DecodeReason::ImplausibleEventTime,
         }
     }
 }
@@ -193,6 +203,7 @@ crate::label_values! {
         MissingValue => "missing_value",
         WrongType => "wrong_type",
         BadValue => "bad_value",
+        ImplausibleEventTime => "implausible_event_time",
     }
 }
 
@@ -209,6 +220,9 @@ pub struct Decoder {
     last_table: Arc<str>,
     /// Payload layouts learned from records, the last one fitting first.
     shapes: Vec<PayloadShape>,
+    /// The latest plausible event time (µs): the wall clock, as last told
+    /// ([`Decoder::observe_clock`]), plus `max_future`.
+    latest_plausible: i64,
 }
 
 /// Payload layouts kept at once: a topic carrying a few tables (or table
@@ -223,7 +237,7 @@ impl Decoder {
         let inferred_envelope = Arc::new(SchemaPlan::inferred(Shape::Envelope, &options.projection));
         let inferred_flat = Arc::new(SchemaPlan::inferred(Shape::Flat, &options.projection));
         let topic_table: Arc<str> = topic.into();
-        Decoder {
+        let mut decoder = Decoder {
             options,
             cache: SchemaCache::default(),
             inferred_envelope,
@@ -231,7 +245,16 @@ impl Decoder {
             last_table: Arc::clone(&topic_table),
             topic_table,
             shapes: Vec::new(),
-        }
+            latest_plausible: i64::MAX,
+        };
+        decoder.observe_clock(EventTime::now());
+        decoder
+    }
+
+    /// Tells the decoder the wall clock, against which event times are
+    /// judged plausible; once a batch is enough.
+    pub fn observe_clock(&mut self, now: EventTime) {
+        self.latest_plausible = now.micros().saturating_add(self.options.max_future_us);
     }
 
     /// How many distinct schema blocks are cached (table versions seen).
@@ -605,6 +628,11 @@ impl Decoder {
         let name = |i: usize| options.projection.columns()[i].clone();
         let key = match &row.values[options.key] {
             Value::Int(i) => Key::Int(*i),
+            Value::Text(s) if s.len() > options.max_key_bytes => {
+                let reason =
+                    format!("a key of {} bytes, more than rows.max_key_bytes ({})", s.len(), options.max_key_bytes);
+                return Err(DecodeError::BadValue { column: name(options.key), reason });
+            }
             Value::Text(s) => Key::Text(s.clone()),
             _ => return Err(DecodeError::MissingKey(name(options.key))),
         };
@@ -619,6 +647,14 @@ impl Decoder {
                 .and_then(EventTime::from_millis)
                 .ok_or_else(|| DecodeError::MissingEventTime("source.ts_ms".into()))?,
         };
+        if event_time.micros() > self.latest_plausible {
+            let column = match options.time {
+                TimeSource::Column(i) => name(i),
+                TimeSource::SourceTsMs => "source.ts_ms".into(),
+            };
+            let max_future = format!("{:?}", std::time::Duration::from_micros(options.max_future_us.max(0) as u64));
+            return Err(DecodeError::ImplausibleEventTime { column, time: event_time, max_future });
+        }
         for (i, role) in options.roles.iter().enumerate() {
             if matches!(role, Role::Decimal { .. }) && row.values[i] == Value::Null {
                 return Err(DecodeError::MissingValue(name(i)));
@@ -641,7 +677,7 @@ fn parse_op(code: &str) -> Result<Result<Op, Skip>, DecodeError> {
     match code {
         "t" => Ok(Err(Skip::Truncate)),
         "m" => Ok(Err(Skip::Message)),
-        other => other.parse::<Op>().map(Ok).map_err(|_| DecodeError::UnknownOp(other.to_owned())),
+        other => other.parse::<Op>().map(Ok).map_err(|_| DecodeError::UnknownOp(quoted(other))),
     }
 }
 

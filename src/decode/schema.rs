@@ -146,7 +146,7 @@ impl SchemaPlan {
     pub fn parse(schema: &str, projection: &Projection) -> Result<SchemaPlan, DecodeError> {
         let top: SchemaJson<'_> = serde_json::from_str(schema).map_err(|e| DecodeError::BadSchema(e.to_string()))?;
         if top.ty != "struct" {
-            return Err(DecodeError::BadSchema(format!("expected a struct, got {}", top.ty)));
+            return Err(DecodeError::BadSchema(format!("expected a struct, got {}", super::quoted(&top.ty))));
         }
         let row_struct = top
             .field("after")

@@ -31,6 +31,8 @@ fn options(ops: &[Op]) -> DecodeOptions {
         schemas: SchemaMode::Auto,
         schemaless: Schemaless { decimals: DecimalHandling::Precise, time_unit: TimeUnit::Micros },
         ops: ops.into(),
+        max_key_bytes: 256,
+        max_future_us: 3_600_000_000,
     }
 }
 
@@ -288,6 +290,8 @@ fn every_connect_type() {
         schemas: SchemaMode::Enabled,
         schemaless: Schemaless { decimals: DecimalHandling::Precise, time_unit: TimeUnit::Micros },
         ops: vec![Op::Create].into(),
+        max_key_bytes: 256,
+        max_future_us: 3_600_000_000,
     };
     let r = row(Decoder::new(opts, "t").decode(Some(&serde_json::to_vec(&record).expect("json")), 1));
     assert_eq!(r.key, Key::Text("alice".into()));
@@ -492,4 +496,79 @@ fn cached_schema_reads_agree_with_first_reads() {
         // The variants hold both: records read and broken JSON refused.
         assert!(rows > 50 && refused > 50, "rows {rows}, bad_json {refused}");
     }
+}
+
+/// The captured create envelope with `change` applied.
+fn changed_create(change: impl FnOnce(&mut Json)) -> Vec<u8> {
+    let mut json: Json = serde_json::from_slice(CREATE).expect("fixture");
+    change(&mut json);
+    serde_json::to_vec(&json).expect("json")
+}
+
+#[test]
+fn a_key_whose_json_type_contradicts_its_schema_is_the_wrong_type() {
+    let mut d = decoder(&[Op::Create]);
+    let eleven = changed_create(|j| j["payload"]["after"]["user_id"] = json!("eleven"));
+    let e = d.decode(Some(&eleven), 1).expect_err("an int64 key sent as a string");
+    assert_eq!(e.reason().as_label(), "wrong_type");
+    assert_eq!(e.to_string(), "column user_id: expected an integer, got string \"eleven\"");
+    assert!(matches!(d.decode(Some(CREATE), 2), Ok(Decoded::Row(_))), "the same schema with an integer key");
+}
+
+#[test]
+fn a_text_key_longer_than_max_key_bytes_is_a_bad_value() {
+    let text_key = |len: usize| {
+        changed_create(|j| {
+            for field in j["schema"]["fields"].as_array_mut().expect("fields") {
+                if field["field"] == "after" {
+                    for column in field["fields"].as_array_mut().expect("after fields") {
+                        if column["field"] == "user_id" {
+                            column["type"] = json!("string");
+                        }
+                    }
+                }
+            }
+            j["payload"]["after"]["user_id"] = json!("k".repeat(len));
+        })
+    };
+    let mut d = decoder(&[Op::Create]);
+    let r = row(d.decode(Some(&text_key(256)), 1));
+    assert_eq!(r.key, Key::Text("k".repeat(256).into()));
+    let e = d.decode(Some(&text_key(257)), 2).expect_err("one byte too many");
+    assert_eq!(e.reason().as_label(), "bad_value");
+    assert_eq!(e.to_string(), "column user_id: a key of 257 bytes, more than rows.max_key_bytes (256)");
+}
+
+#[test]
+fn an_event_time_beyond_max_future_of_the_wall_clock_is_implausible() {
+    let mut d = decoder(&[Op::Create]);
+    let at = |micros: i64| changed_create(|j| j["payload"]["after"]["created_at"] = json!(micros));
+    // The fixture's own time, long past, is judged against the clock told.
+    d.observe_clock(EventTime(CREATED_AT.0 - 3_600_000_000));
+    assert!(matches!(d.decode(Some(&at(CREATED_AT.0)), 1), Ok(Decoded::Row(_))), "exactly max_future ahead");
+    let e = d.decode(Some(&at(CREATED_AT.0 + 1)), 2).expect_err("a µs more");
+    assert_eq!(e.reason().as_label(), "implausible_event_time");
+    assert_eq!(
+        e.to_string(),
+        "event time 2026-11-25T10:11:12.345679Z (created_at) is more than 3600s ahead of the wall clock (rows.max_future)"
+    );
+    // 9999-12-31 against the real clock; the past is never implausible.
+    let mut d = decoder(&[Op::Create]);
+    let e = d.decode(Some(&at(253_402_214_400_000_000)), 3).expect_err("9999-12-31");
+    assert_eq!(e.reason().as_label(), "implausible_event_time");
+    assert!(matches!(d.decode(Some(&at(0)), 4), Ok(Decoded::Row(_))), "1970 is fine");
+}
+
+#[test]
+fn values_from_a_record_are_quoted_short() {
+    assert_eq!(quoted("abc"), "\"abc\"");
+    let long = "9".repeat(300_000);
+    assert_eq!(quoted(&long), format!("\"{}\"... (300000 bytes)", "9".repeat(40)));
+    // Cut on a character boundary.
+    let wide = "é".repeat(30);
+    assert_eq!(quoted(&wide), format!("\"{}\"... (60 bytes)", "é".repeat(20)));
+    let mut d = decoder(&[Op::Create]);
+    let huge = changed_create(|j| j["payload"]["after"]["amount"] = json!(long));
+    let e = d.decode(Some(&huge), 1).expect_err("not a decimal");
+    assert!(e.to_string().len() < 200, "{e}");
 }

@@ -42,10 +42,7 @@ impl Json<'_> {
             Json::Int(i) => format!("integer {i}"),
             Json::BigInt(i) => format!("integer {i}"),
             Json::Float(f) => format!("number {f}"),
-            Json::Str(s) if s.len() > 40 => {
-                format!("string {:?}...", &s[..s.floor_char_boundary(40)])
-            }
-            Json::Str(s) => format!("string {s:?}"),
+            Json::Str(s) => format!("string {}", quoted(s)),
             Json::Scaled { .. } => "a scaled decimal object".into(),
             Json::Other(what) => (*what).into(),
         }
@@ -82,6 +79,18 @@ pub struct Schemaless {
     pub time_unit: TimeUnit,
 }
 
+/// Text from a record as an error quotes it: in full when short, else its
+/// first 40 bytes and its length, so an error (and the dead letter's
+/// header that carries it) stays small whatever the record holds.
+pub fn quoted(text: &str) -> String {
+    const SHOWN: usize = 40;
+    if text.len() <= SHOWN {
+        format!("{text:?}")
+    } else {
+        format!("{:?}... ({} bytes)", &text[..text.floor_char_boundary(SHOWN)], text.len())
+    }
+}
+
 fn wrong_type(column: &str, expected: &'static str, got: &Json<'_>) -> DecodeError {
     DecodeError::WrongType { column: column.to_owned(), expected, got: got.describe() }
 }
@@ -106,10 +115,15 @@ pub fn convert(
             to_decimal(column, ty, json, schemaless_scale, schemaless).map(Value::Decimal)
         }
         Role::Time => to_time(column, ty, json, schemaless).map(Value::Time),
-        Role::Key => match json {
-            Json::Int(i) => Ok(Value::Int(i)),
-            Json::Str(s) => Ok(Value::Text(s.into())),
-            other => Err(wrong_type(column, "an integer or a string key", &other)),
+        // As its schema type says, when it says integer or string (as
+        // JsonConverter would refuse a contradicting record).
+        Role::Key => match (ty, json) {
+            (ColumnType::Int, Json::Int(i)) => Ok(Value::Int(i)),
+            (ColumnType::Text, Json::Str(s)) => Ok(Value::Text(s.into())),
+            (ColumnType::Int | ColumnType::Text, other) => Err(wrong_type(column, ty.describe(), &other)),
+            (_, Json::Int(i)) => Ok(Value::Int(i)),
+            (_, Json::Str(s)) => Ok(Value::Text(s.into())),
+            (_, other) => Err(wrong_type(column, "an integer or a string key", &other)),
         },
         Role::Plain => plain(column, ty, json),
     }
@@ -181,13 +195,13 @@ fn decimal_expectation(ty: ColumnType) -> &'static str {
 }
 
 fn text_decimal(column: &str, s: &str) -> Result<Decimal, DecodeError> {
-    Decimal::from_str_exact(s).map_err(|e| bad_value(column, format!("{s:?} is not a decimal: {e}")))
+    Decimal::from_str_exact(s).map_err(|e| bad_value(column, format!("{} is not a decimal: {e}", quoted(s))))
 }
 
 fn base64_bytes(column: &str, s: &str) -> Result<Vec<u8>, DecodeError> {
     base64::engine::general_purpose::STANDARD
         .decode(s)
-        .map_err(|e| bad_value(column, format!("{s:?} is not base64: {e}")))
+        .map_err(|e| bad_value(column, format!("{} is not base64: {e}", quoted(s))))
 }
 
 /// Connect's Decimal: the unscaled value as big-endian two's complement.
@@ -195,7 +209,7 @@ fn bytes_decimal(column: &str, s: &str, scale: u32) -> Result<Decimal, DecodeErr
     let mut buf = [0u8; 16];
     let n = base64::engine::general_purpose::STANDARD
         .decode_slice(s, &mut buf)
-        .map_err(|e| bad_value(column, format!("{s:?} is not a base64 decimal of at most 16 bytes: {e}")))?;
+        .map_err(|e| bad_value(column, format!("{} is not a base64 decimal of at most 16 bytes: {e}", quoted(s))))?;
     if n == 0 {
         return Err(bad_value(column, "an empty decimal"));
     }
@@ -229,7 +243,7 @@ fn to_time(column: &str, ty: ColumnType, json: Json<'_>, schemaless: &Schemaless
         },
         (ColumnType::ZonedTimestamp | ColumnType::Text | ColumnType::Inferred, Json::Str(s)) => {
             EventTime::parse_iso8601(&s)
-                .ok_or_else(|| bad_value(column, format!("{s:?} is not an ISO-8601 timestamp with offset")))
+                .ok_or_else(|| bad_value(column, format!("{} is not an ISO-8601 timestamp with offset", quoted(&s))))
         }
         (ty, json) => Err(wrong_type(column, time_expectation(ty), &json)),
     }

@@ -11,6 +11,8 @@ pub mod log;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult};
@@ -142,6 +144,33 @@ pub async fn ensure_topics(
     };
     // The metadata request blocks; a runtime's worker must not.
     tokio::task::spawn_blocking(check).await?
+}
+
+/// librdkafka's `message.max.bytes` when a pipeline does not set it.
+const LIBRDKAFKA_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+/// The largest record a durable producer of `properties` may write to
+/// `topic`: the smaller of the topic's `max.message.bytes`, as the broker
+/// reports it, and the producer's `message.max.bytes`.
+pub async fn record_limit(
+    brokers: &str,
+    properties: &BTreeMap<String, String>,
+    topic: &str,
+) -> Result<usize, TopicsError> {
+    let producer_limit =
+        properties.get("message.max.bytes").and_then(|v| v.parse().ok()).unwrap_or(LIBRDKAFKA_MESSAGE_MAX_BYTES);
+    let admin: AdminClient<DefaultClientContext> =
+        base_config(brokers, properties).create().map_err(TopicsError::Client)?;
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(15)));
+    let answers =
+        admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &options).await.map_err(TopicsError::Unreachable)?;
+    let topic_limit = answers
+        .into_iter()
+        .next()
+        .and_then(Result::ok)
+        .and_then(|resource| resource.get("max.message.bytes").and_then(|e| e.value.as_deref()?.parse().ok()))
+        .ok_or_else(|| TopicsError::Missing(vec![topic.to_owned()]))?;
+    Ok(producer_limit.min(topic_limit))
 }
 
 #[cfg(test)]

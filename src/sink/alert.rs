@@ -7,7 +7,7 @@
 //! a change delivered twice, after a crash or a rebalance, gives the same
 //! id and a consumer can drop the copy.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureRecord;
@@ -92,11 +92,6 @@ fn value_json(v: &Value) -> Json {
     }
 }
 
-fn now() -> EventTime {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    EventTime(i64::try_from(since.as_micros()).unwrap_or(i64::MAX))
-}
-
 /// What a detector found, as an alert shows it.
 pub trait Evidence {
     /// The alert's score.
@@ -133,7 +128,7 @@ pub fn build(ctx: &AlertContext<'_>, row: &Row, amount: &Value, finding: &impl E
             "partition": ctx.source.partition,
             "offset": row.offset,
         },
-        "detected_at": now().to_string(),
+        "detected_at": EventTime::now().to_string(),
     });
     Alert { id, key, json }
 }

@@ -16,6 +16,7 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use crate::decode::{DecodeError, Decoded, Decoder};
+use crate::time::EventTime;
 
 type DecodeResult = Result<Decoded, DecodeError>;
 
@@ -210,6 +211,7 @@ impl RecordBatch {
     /// Decodes every record in order; the shared envelope prefix's schema
     /// is recognised once for all the records that start with it.
     pub fn decode_each(&self, decoder: &mut Decoder, mut each: impl FnMut(RecordRef<'_>, DecodeResult)) {
+        decoder.observe_clock(EventTime::now());
         let plan = self.envelope().map(|prefix| decoder.envelope_plan(prefix));
         for record in self.records() {
             let decoded = match (record.envelope, record.value, &plan) {

@@ -173,6 +173,20 @@ pub struct RowsConfig {
     /// `warm_ops`: ops that update the detectors' state without alerting
     /// (e.g. `r`, the initial snapshot). Default `[r]`; disjoint from `ops`.
     pub warm_ops: Vec<Op>,
+    /// `max_key_bytes`: a text key longer than this (bytes) is a bad
+    /// record (dead letter, reason `bad_value`). Default 256; ≥ 1.
+    pub max_key_bytes: usize,
+    /// `max_future`: a row whose event time is further than this ahead of
+    /// the wall clock is a bad record (dead letter, reason
+    /// `implausible_event_time`). Default `1h`; > 0.
+    pub max_future: Duration,
+}
+
+impl RowsConfig {
+    /// The default `max_key_bytes`.
+    pub const DEFAULT_MAX_KEY_BYTES: usize = 256;
+    /// The default `max_future`.
+    pub const DEFAULT_MAX_FUTURE: Duration = Duration::from_secs(3600);
 }
 
 /// Where a row's event time comes from.

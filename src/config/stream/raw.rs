@@ -87,6 +87,10 @@ pub(in crate::config) struct RawRows {
     pub ops: Option<S<Vec<S<Op>>>>,
     /// Default `[r]`.
     pub warm_ops: Option<S<Vec<S<Op>>>>,
+    /// Longest key, bytes. Default 256.
+    pub max_key_bytes: Option<S<usize>>,
+    /// How far ahead of the wall clock an event time may be. Default `1h`.
+    pub max_future: Option<S<String>>,
 }
 
 /// The closed set of detector types.

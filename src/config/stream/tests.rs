@@ -81,6 +81,8 @@ fn defaults_fill_everything_optional() {
     assert_eq!(p.rows.primary_key, ["id"]);
     assert_eq!(p.rows.ops, [Op::Create]);
     assert_eq!(p.rows.warm_ops, [Op::Read]);
+    assert_eq!(p.rows.max_key_bytes, 256);
+    assert_eq!(p.rows.max_future, Duration::from_secs(3600));
     assert_eq!(
         p.detectors,
         [DetectorConfig {
@@ -326,6 +328,17 @@ fn unknown_detector_type_and_enum_values_are_refused_at_their_line() {
     let p = &problems(&BASE.replace("  key: user_id", "  key: user_id\n  ops: [c, x]"))[0];
     assert_eq!(p.line, Some(10));
     assert!(p.message.contains("unknown op"), "{p:?}");
+}
+
+#[test]
+fn row_bounds_are_read_and_refused_when_they_bound_nothing() {
+    let with = |extra: &str| BASE.replace("  event_time: created_at\n", &format!("  event_time: created_at\n{extra}"));
+    let p = ok(&with("  max_key_bytes: 64\n  max_future: 10m\n"));
+    assert_eq!((p.rows.max_key_bytes, p.rows.max_future), (64, Duration::from_secs(600)));
+    let p = problem_at(&with("  max_key_bytes: 0\n"), "rows.max_key_bytes");
+    assert_eq!((p.line, p.message.as_str()), (Some(11), "must be ≥ 1 (got 0)"));
+    let p = problem_at(&with("  max_future: 0s\n"), "rows.max_future");
+    assert_eq!((p.line, p.message.as_str()), (Some(11), "must be > 0 (got 0s)"));
 }
 
 #[test]

@@ -271,7 +271,26 @@ impl Validator<'_> {
             );
         }
 
-        RowsConfig { key, event_time, primary_key, ops, warm_ops }
+        let max_key_bytes = match &raw.max_key_bytes {
+            Some(n) if n.value == 0 => {
+                self.report(&n.referenced, "rows.max_key_bytes", "must be ≥ 1 (got 0)");
+                RowsConfig::DEFAULT_MAX_KEY_BYTES
+            }
+            Some(n) => n.value,
+            None => RowsConfig::DEFAULT_MAX_KEY_BYTES,
+        };
+        let max_future = match &raw.max_future {
+            Some(text) => match self.duration("rows.max_future", text) {
+                Some(d) if d.is_zero() => {
+                    self.report(&text.referenced, "rows.max_future", format!("must be > 0 (got {})", text.value));
+                    RowsConfig::DEFAULT_MAX_FUTURE
+                }
+                Some(d) => d,
+                None => RowsConfig::DEFAULT_MAX_FUTURE,
+            },
+            None => RowsConfig::DEFAULT_MAX_FUTURE,
+        };
+        RowsConfig { key, event_time, primary_key, ops, warm_ops, max_key_bytes, max_future }
     }
 
     fn detectors(&mut self, raw: S<Vec<S<RawDetector>>>) -> Vec<DetectorConfig> {
