@@ -9,22 +9,7 @@ mod support;
 use std::time::Duration;
 
 use futures::future::join_all;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::ClientConfig;
 use support::*;
-
-fn admin() -> AdminClient<DefaultClientContext> {
-    ClientConfig::new().set("bootstrap.servers", kafka_brokers()).create().expect("admin client")
-}
-
-/// An alert topic that refuses every alert: they are all too large.
-async fn refusing_topic(name: &str) {
-    let topic = NewTopic::new(name, 1, TopicReplication::Fixed(1)).set("max.message.bytes", "64");
-    for r in admin().create_topics(&[topic], &AdminOptions::new()).await.expect("create") {
-        r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
-    }
-}
 
 /// `count` records on partition 0, every tenth above 4000 (an alert due).
 async fn produce(topic: &str, base: i64, count: i64) {
@@ -49,7 +34,8 @@ async fn a_delivery_that_finally_fails_stops_the_pipeline_without_committing() {
     let (alerts, dlq) = (format!("{input}-alerts"), format!("{input}-dlq"));
     create_topic(&input, 1).await;
     create_topic(&dlq, 1).await;
-    refusing_topic(&alerts).await;
+    // Refuses every alert: they are all larger than 64 bytes.
+    create_topic_with(&alerts, 1, &[("max.message.bytes", "64")]).await;
     produce(&input, base, 20).await;
 
     let file = pipeline_file_with("fail-test", &input, &input, &alerts, &dlq, HIGH_AMOUNT_ONLY);

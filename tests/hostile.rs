@@ -14,24 +14,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use loadtest::envelope::CAPTURED_CREATED_AT;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 use support::*;
 
 const DEAD_LETTER_LIMIT: usize = 100_000;
 const SECOND: i64 = 1_000_000;
-
-async fn small_topic(name: &str, max_message_bytes: usize) {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", kafka_brokers()).create().expect("admin client");
-    let limit = max_message_bytes.to_string();
-    let topic = NewTopic::new(name, 1, TopicReplication::Fixed(1)).set("max.message.bytes", &limit);
-    for r in admin.create_topics(&[topic], &AdminOptions::new()).await.expect("create") {
-        r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
-    }
-}
 
 /// A transaction envelope with `change` applied to its JSON.
 fn envelope(user: i64, id: i64, cents: i64, at: i64, change: impl FnOnce(&mut Value)) -> (Vec<u8>, Vec<u8>) {
@@ -68,7 +55,7 @@ async fn hostile_records_are_dead_lettered_and_their_users_still_alert() {
     let (alerts, dlq) = (format!("{input}-alerts"), format!("{input}-dlq"));
     create_topic(&input, 1).await;
     create_topic(&alerts, 1).await;
-    small_topic(&dlq, DEAD_LETTER_LIMIT).await;
+    create_topic_with(&dlq, 1, &[("max.message.bytes", &DEAD_LETTER_LIMIT.to_string())]).await;
     let (future_user, typed_user, large_user) = (base + 1, base + 2, base + 3);
 
     let huge_amount = "9".repeat(300_000);

@@ -197,10 +197,17 @@ pub fn kafka_partition(key: &[u8], partitions: usize) -> i32 {
 
 /// Creates a topic with `partitions` partitions (replication 1).
 pub async fn create_topic(name: &str, partitions: i32) {
+    create_topic_with(name, partitions, &[]).await;
+}
+
+/// As [`create_topic`], with topic configs (e.g. `max.message.bytes`).
+pub async fn create_topic_with(name: &str, partitions: i32, configs: &[(&str, &str)]) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     let admin: AdminClient<rdkafka::client::DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", kafka_brokers()).create().expect("admin client");
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let topic = configs
+        .iter()
+        .fold(NewTopic::new(name, partitions, TopicReplication::Fixed(1)), |topic, (k, v)| topic.set(k, v));
     let results = admin
         .create_topics(&[topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
         .await
