@@ -4,16 +4,16 @@
 //! producer, the Prometheus recorder installed), timed from
 //! `Addr::send` to the reply, on the bench thread.
 //!
-//! - `shard/detect`: decoded rows sent as `Detect` to the shard: the
-//!   message hop, the per-user state lookups and both detectors.
+//! - `shard/detect`: decoded rows handed to the shard through
+//!   `DetectorRouter` (the production `Downstream`): the message hop, the
+//!   per-user state lookups, the state saved before each row (to put back
+//!   should a detector panic) and both detectors.
 //! - `partition/decode_detect`: a `RecordBatch` sent to a partition actor
-//!   on the same arbiter, which decodes it and hands the rows to the
-//!   shard through `DetectorRouter` (the
-//!   production `Downstream`): decode + detect, two hops, as a batch goes
-//!   in `vigil run`. vigil's `PartitionActor` is crate-private, so a
+//!   on the same arbiter, which decodes it and hands the rows on through
+//!   the same router: decode + detect, two hops, as a batch goes in
+//!   `vigil run`. vigil's `PartitionActor` is crate-private, so a
 //!   stand-in here repeats its hot path (`RecordBatch::decode_each`,
-//!   `downstream.process`); its metrics, panic
-//!   guard and offset tracking are left out.
+//!   `downstream.process`); its metrics and offset tracking are left out.
 //!
 //! No alert fires (ordinary amounts, checked against the pipeline), so
 //! the producer, created for a closed loopback port, never sends: a batch
@@ -29,23 +29,27 @@ use support::{
     assert_no_alert_can_fire, bench, fraud_pipeline, topic, warm_up_batches, Connect, Routine, RowFeed, Transactions,
     BATCH,
 };
+use vigil::config::RowsConfig;
 use vigil::decode::{DecodeOptions, Decoded, Decoder};
 use vigil::detect::router::DetectorRouter;
-use vigil::detect::shard::{Detect, DetectorShard, ShardSetup};
+use vigil::detect::shard::ShardSetup;
 use vigil::kafka::{create_producer, durable_producer_config, Client};
 use vigil::row::Row;
 use vigil::sink::alert::AlertSink;
 use vigil::source::batch::RecordBatch;
-use vigil::stage::{BatchError, Downstream};
+use vigil::stage::{BatchError, Downstream, Panicked};
+use vigil::telemetry::Health;
 
 /// Nothing listens there: the producer is created, never used.
 const NO_BROKER: &str = "127.0.0.1:1";
+const MAX_ATTEMPTS: u32 = RowsConfig::DEFAULT_MAX_ATTEMPTS;
 
-/// The System, its worker and the shard, shared by both benchmarks.
+/// The System, its worker and the shard's router, shared by both
+/// benchmarks.
 struct Actors {
     system: SystemRunner,
     arbiter: Arbiter,
-    shard: Addr<DetectorShard>,
+    router: Arc<DetectorRouter>,
     options: DecodeOptions,
 }
 
@@ -66,13 +70,13 @@ impl Actors {
             ShardSetup::for_pipeline(&pipeline, &options.projection, alerts).expect("the bench pipeline compiles"),
         );
         let arbiter = Arbiter::new();
-        let shard = DetectorShard::start_in_arbiter(&arbiter.handle(), move |_| DetectorShard::new(setup));
-        Rc::new(Actors { system, arbiter, shard, options })
+        let router = Arc::new(DetectorRouter::start(setup, &[arbiter.handle()], Health::default()));
+        Rc::new(Actors { system, arbiter, router, options })
     }
 
     fn detect(&self, partition: i32, rows: Vec<Row>) {
-        let reply = self.system.block_on(self.shard.send(Detect { topic: topic(), partition, rows }));
-        reply.expect("the shard answers").expect("the batch is processed");
+        let given_up = self.system.block_on(self.router.process(topic(), partition, rows));
+        assert_eq!(given_up, Ok(Vec::new()), "the batch is processed, every row judged");
     }
 }
 
@@ -117,15 +121,15 @@ impl Actor for PartitionStandIn {
 }
 
 #[derive(Message)]
-#[rtype(result = "Result<(), BatchError>")]
+#[rtype(result = "Result<Vec<Panicked>, BatchError>")]
 struct Batch(RecordBatch);
 
 impl Handler<Batch> for PartitionStandIn {
-    type Result = ResponseFuture<Result<(), BatchError>>;
+    type Result = ResponseFuture<Result<Vec<Panicked>, BatchError>>;
 
     fn handle(&mut self, Batch(batch): Batch, _ctx: &mut Context<Self>) -> Self::Result {
         let mut rows = Vec::new();
-        batch.decode_each(&mut self.decoder, |record, decoded| match decoded {
+        batch.decode_each(&mut self.decoder, MAX_ATTEMPTS, |record, decoded| match decoded {
             Ok(Decoded::Row(row)) => rows.push(row),
             other => panic!("offset {}: expected a row, got {other:?}", record.offset),
         });
@@ -187,7 +191,7 @@ fn main() {
                 ShardDetect { actors: a, feed, rows: None }
             }),
             bench("partition/decode_detect", n, move || {
-                let router: Arc<dyn Downstream> = Arc::new(DetectorRouter::new(vec![b.shard.clone()]));
+                let router: Arc<dyn Downstream> = Arc::clone(&b.router) as Arc<dyn Downstream>;
                 let options = b.options.clone();
                 let partition = PartitionStandIn::start_in_arbiter(&b.arbiter.handle(), move |_| PartitionStandIn {
                     topic: topic(),

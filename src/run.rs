@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Arbiter};
+use actix::Arbiter;
 use anyhow::{bail, Context as _};
 use rdkafka::producer::Producer;
 use tokio::signal::unix::{signal, SignalKind};
@@ -25,7 +25,7 @@ use tracing::{error, info, warn};
 use crate::config::{BatchPipeline, Pipeline};
 use crate::decode::DecodeOptions;
 use crate::detect::router::DetectorRouter;
-use crate::detect::shard::{DetectorShard, ShardSetup};
+use crate::detect::shard::ShardSetup;
 use crate::kafka::{
     create_producer, durable_producer_config, ensure_topics, record_limit, Client, DurableProducer, TopicsError,
 };
@@ -81,7 +81,7 @@ async fn run_inside(pipelines: Vec<Pipeline>, batch: Vec<BatchPipeline>, options
             dead_letter_limit,
         );
         let decode = DecodeOptions::for_pipeline(&pipeline);
-        let router = start_shards(&pipeline, &decode, &arbiters, &producer)?;
+        let router = start_shards(&pipeline, &decode, &arbiters, &producer, &health)?;
         let source = Source::start(SourceParts {
             pipeline: Arc::clone(&pipeline),
             decode,
@@ -153,17 +153,12 @@ fn start_shards(
     decode: &DecodeOptions,
     arbiters: &[Arbiter],
     producer: &DurableProducer,
+    health: &Health,
 ) -> anyhow::Result<DetectorRouter> {
     let alerts = AlertSink::new(producer.clone(), pipeline.sink.alerts.clone());
     let setup = Arc::new(ShardSetup::for_pipeline(pipeline, &decode.projection, alerts)?);
-    let shards = arbiters
-        .iter()
-        .map(|arbiter| {
-            let setup = Arc::clone(&setup);
-            DetectorShard::start_in_arbiter(&arbiter.handle(), move |_| DetectorShard::new(setup))
-        })
-        .collect();
-    Ok(DetectorRouter::new(shards))
+    let workers: Vec<_> = arbiters.iter().map(Arbiter::handle).collect();
+    Ok(DetectorRouter::start(setup, &workers, health.clone()))
 }
 
 /// The topics a pipeline reads and writes must exist: the broker is not

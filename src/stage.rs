@@ -1,11 +1,12 @@
 //! The contract between the stages of a streaming pipeline: what the
 //! source hands downstream ([`Downstream`]), how downstream answers
-//! ([`BatchError`]), and which worker a partition's work runs on
-//! ([`placement`]).
+//! ([`BatchError`], and [`Panicked`] for a row it could not get past),
+//! and which worker a partition's work runs on ([`placement`]).
 //!
 //! It sits below both sides so that neither imports the other: the source
 //! knows a `Downstream`, the detectors implement one.
 
+use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
@@ -55,11 +56,53 @@ impl BatchError {
     }
 }
 
+/// A record that panicked a stage (a bug in vigil, never bad input) on
+/// every one of its attempts: it is dead-lettered as `internal_error` and
+/// the stream goes on, the state it touched put back as it was before it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{stage} panicked on this record {attempts} times (rows.max_attempts): {message}")]
+pub struct Panicked {
+    /// The record's offset in its partition.
+    pub offset: i64,
+    pub stage: &'static str,
+    pub attempts: u32,
+    /// The panic's message, cut to [`MAX_PANIC_MESSAGE`] bytes.
+    pub message: String,
+}
+
+/// The longest panic message kept: a panic may quote the data it met.
+pub const MAX_PANIC_MESSAGE: usize = 200;
+
+/// The message a panic carries (`panic!` with a literal or a format),
+/// cut to [`MAX_PANIC_MESSAGE`] bytes.
+pub fn panic_message(panic: &(dyn Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message");
+    let mut end = text.len().min(MAX_PANIC_MESSAGE);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    if end < text.len() {
+        format!("{}… ({} bytes)", &text[..end], text.len())
+    } else {
+        text.to_owned()
+    }
+}
+
 /// What happens to decoded rows: the detectors, in a full pipeline.
 pub trait Downstream: Send + Sync + 'static {
     /// Processes one batch of a partition's rows, in order. The future
-    /// resolves once every effect of the rows is durable.
-    fn process(&self, topic: Arc<str>, partition: i32, rows: Vec<Row>) -> BoxFuture<'static, Result<(), BatchError>>;
+    /// resolves once every effect of the rows is durable, with the rows
+    /// that were given up on (usually none), for the dead-letter topic.
+    fn process(
+        &self,
+        topic: Arc<str>,
+        partition: i32,
+        rows: Vec<Row>,
+    ) -> BoxFuture<'static, Result<Vec<Panicked>, BatchError>>;
 
     /// The partition came to this process; called before any of its
     /// batches, so state kept for it can be made ready.
@@ -74,8 +117,8 @@ pub trait Downstream: Send + Sync + 'static {
 pub struct CountRows;
 
 impl Downstream for CountRows {
-    fn process(&self, _: Arc<str>, _: i32, _: Vec<Row>) -> BoxFuture<'static, Result<(), BatchError>> {
-        Box::pin(async { Ok(()) })
+    fn process(&self, _: Arc<str>, _: i32, _: Vec<Row>) -> BoxFuture<'static, Result<Vec<Panicked>, BatchError>> {
+        Box::pin(async { Ok(Vec::new()) })
     }
 }
 
@@ -84,6 +127,37 @@ impl Downstream for CountRows {
 pub fn placement(topic: &str, partition: i32, n: usize) -> usize {
     let topic_hash = topic.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
     topic_hash.wrapping_add(partition.unsigned_abs() as usize) % n.max(1)
+}
+
+/// Test-only: makes a stage panic on chosen records, to show that a panic
+/// is survived. Planned per thread, so tests do not meet each other's.
+#[cfg(test)]
+pub(crate) mod faults {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    thread_local! {
+        static PLANNED: RefCell<HashMap<(&'static str, i64), u32>> = RefCell::new(HashMap::new());
+    }
+
+    /// `stage` panics on the record at `offset` the next `times` times.
+    pub fn plan(stage: &'static str, offset: i64, times: u32) {
+        PLANNED.with(|p| p.borrow_mut().insert((stage, offset), times));
+    }
+
+    /// Panics if a panic is planned for `stage` at `offset`.
+    pub fn strike(stage: &'static str, offset: i64) {
+        let due = PLANNED.with(|p| match p.borrow_mut().get_mut(&(stage, offset)) {
+            Some(left) if *left > 0 => {
+                *left -= 1;
+                true
+            }
+            _ => false,
+        });
+        if due {
+            panic!("planned panic in the {stage} at offset {offset}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -101,5 +175,18 @@ mod tests {
         };
         assert!(!lost.is_passing());
         assert!(lost.to_string().starts_with("dead letter not delivered: "), "{lost}");
+    }
+
+    #[test]
+    fn a_panic_message_is_read_and_cut_short() {
+        let literal = std::panic::catch_unwind(|| panic!("plain")).expect_err("panics");
+        assert_eq!(panic_message(&*literal), "plain");
+        let long = "é".repeat(150);
+        let formatted = std::panic::catch_unwind(|| panic!("{long}")).expect_err("panics");
+        let message = panic_message(&*formatted);
+        assert!(message.starts_with(&"é".repeat(100)), "{message}");
+        assert!(message.ends_with("… (300 bytes)"), "{message}");
+        let other = std::panic::catch_unwind(|| std::panic::panic_any(7u8)).expect_err("panics");
+        assert_eq!(panic_message(&*other), "a panic without a message");
     }
 }

@@ -6,7 +6,10 @@
 //! dead-letter topic that takes at most 100 KB (its dead letter is cut to
 //! fit, saying so); a key whose JSON type contradicts its schema; a row
 //! dated 9999-12-31 (before the guard, it blinded the velocity rule for its
-//! user); a text key of 1,000 bytes.
+//! user); a text key of 1,000 bytes. And two rows that are no error but
+//! once stopped a shard or an alert: an amount of 10^25 after a history of
+//! 0.0001s (its score, beyond a decimal's range, saturates), and a
+//! primary key of 100 KB of text (the alert carries 256 bytes of it).
 
 mod support;
 
@@ -34,6 +37,32 @@ fn after_field<'a>(json: &'a mut Value, column: &str) -> &'a mut Value {
     let after = fields.iter_mut().find(|f| f["field"] == "after").expect("the after image");
     let columns = after["fields"].as_array_mut().expect("after fields");
     columns.iter_mut().find(|f| f["field"] == column).expect("the column")
+}
+
+/// `amount` as the connector writes a Decimal: the unscaled value's
+/// big-endian two's complement bytes, in base64, its scale in the schema.
+fn set_amount(json: &mut Value, unscaled: i128, scale: u32) {
+    let bytes = unscaled.to_be_bytes();
+    let first = bytes.iter().position(|&b| b != 0).unwrap_or(15).min(15);
+    // Keep a leading zero byte when the top bit would read as a sign.
+    let first = if bytes[first] & 0x80 != 0 { first - 1 } else { first };
+    json["payload"]["after"]["amount"] = json!(base64(&bytes[first..]));
+    let field = after_field(json, "amount");
+    field["parameters"]["scale"] = json!(scale.to_string());
+    field["parameters"]["connect.decimal.precision"] = json!("38");
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            let sextet = (n >> (18 - 6 * i)) & 63;
+            out.push(if i <= chunk.len() { ALPHABET[sextet as usize] as char } else { '=' });
+        }
+    }
+    out
 }
 
 /// Five rows of 100.00 a second apart, then one of 4,500.00: both
@@ -78,22 +107,63 @@ async fn hostile_records_are_dead_lettered_and_their_users_still_alert() {
     for (key, value) in &hostile {
         send(&producer, &input, Some(0), Some(key), Some(value)).await;
     }
+    // Three amounts of 0.0001, then 10^25: more than three times the
+    // mean, by a ratio of 10^29, past a decimal's 7.9 x 10^28.
+    let extreme_user = base + 4;
+    let extreme_at = CAPTURED_CREATED_AT - 3_600 * SECOND;
+    for (id, (unscaled, scale)) in [(1, 4), (1, 4), (1, 4), (10_i128.pow(25), 0)].into_iter().enumerate() {
+        let at = extreme_at + id as i64 * 120 * SECOND;
+        let (key, value) = envelope(extreme_user, 10 + id as i64, 0, at, |j| set_amount(j, unscaled, scale));
+        send(&producer, &input, Some(0), Some(&key), Some(&value)).await;
+    }
     let mut due = BTreeSet::new();
-    for (i, user) in [future_user, typed_user, large_user].into_iter().enumerate() {
+    due.insert(("spend-anomaly".to_owned(), 13));
+    for (i, user) in [future_user, typed_user, large_user, extreme_user].into_iter().enumerate() {
         let first_id = 100 * (i as i64 + 1);
         for (key, value) in burst(user, first_id) {
             send(&producer, &input, Some(0), Some(&key), Some(&value)).await;
         }
-        due.insert(("spend-anomaly".to_owned(), first_id + 5));
+        // The extreme user's mean is 2.5 x 10^24 now: no spend anomaly.
+        if user != extreme_user {
+            due.insert(("spend-anomaly".to_owned(), first_id + 5));
+        }
         due.insert(("velocity-score".to_owned(), first_id + 5));
     }
+    // A burst whose last row has a primary key of 100 KB of text: both
+    // alerts, the key cut (`alert_row_id` reads no number: -1).
+    let long_id_user = base + 5;
+    let long_id = "i".repeat(100_000);
+    for (n, (key, value)) in burst(long_id_user, 600).into_iter().enumerate() {
+        let value = if n < 5 {
+            value
+        } else {
+            let mut json: Value = serde_json::from_slice(&value).expect("JSON");
+            after_field(&mut json, "id")["type"] = json!("string");
+            json["payload"]["after"]["id"] = json!(long_id);
+            serde_json::to_vec(&json).expect("JSON")
+        };
+        send(&producer, &input, Some(0), Some(&key), Some(&value)).await;
+    }
+    due.insert(("spend-anomaly".to_owned(), -1));
+    due.insert(("velocity-score".to_owned(), -1));
 
     let file = pipeline_file("hostile-test", &input, &input, &alerts, &dlq);
     let mut vigil = Vigil::start(&file, "hostile");
     let got = read_settled(&alerts, |a| a.len() >= due.len(), Duration::from_secs(3));
-    let got: BTreeSet<(String, i64)> =
+    let ids: BTreeSet<(String, i64)> =
         got.iter().map(|a| (a["detector"].as_str().unwrap_or("").to_owned(), alert_row_id(a))).collect();
-    assert_eq!(got, due, "each user's burst alerts, once per detector:\n{}", vigil.log());
+    assert_eq!(
+        (ids, got.len()),
+        (due.clone(), due.len()),
+        "each user's burst alerts, once per detector:\n{}",
+        vigil.log()
+    );
+    let extreme = got.iter().find(|a| alert_row_id(a) == 13).expect("the extreme amount's alert");
+    assert_eq!(extreme["score"].as_f64(), Some(79_228_162_514_264_337_593_543_950_335.0), "saturated: {extreme}");
+    for alert in got.iter().filter(|a| alert_row_id(a) == -1) {
+        assert_eq!(alert["row"]["primary_key"]["id"].as_str(), Some(&long_id[..256]), "{alert}");
+        assert_eq!(alert["truncated"], json!({"row.primary_key.id": 100_000}), "{alert}");
+    }
 
     let letters = read_until(&dlq, &HashMap::new(), Duration::from_secs(60), |r| r.len() >= hostile.len())
         .unwrap_or_else(|e| panic!("a dead letter per hostile record: {e}\n{}", vigil.log()));

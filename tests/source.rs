@@ -22,7 +22,7 @@ use vigil::row::{Key, Row, Value};
 use vigil::sink::dead_letter::{headers, DeadLetters};
 use vigil::source::records::{Fetched, RecordsQueue};
 use vigil::source::{Source, SourceParts};
-use vigil::stage::{BatchError, Downstream};
+use vigil::stage::{BatchError, Downstream, Panicked};
 use vigil::telemetry::Health;
 use vigil::time::EventTime;
 
@@ -37,7 +37,12 @@ struct Collect {
 }
 
 impl Downstream for Collect {
-    fn process(&self, _topic: Arc<str>, partition: i32, rows: Vec<Row>) -> BoxFuture<'static, Result<(), BatchError>> {
+    fn process(
+        &self,
+        _topic: Arc<str>,
+        partition: i32,
+        rows: Vec<Row>,
+    ) -> BoxFuture<'static, Result<Vec<Panicked>, BatchError>> {
         let fail = self.failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
         if fail {
             return Box::pin(async {
@@ -47,7 +52,7 @@ impl Downstream for Collect {
         if let Ok(mut all) = self.rows.lock() {
             all.extend(rows.into_iter().map(|r| (partition, r)));
         }
-        Box::pin(async { Ok(()) })
+        Box::pin(async { Ok(Vec::new()) })
     }
 }
 
@@ -237,6 +242,72 @@ async fn malformed_records_are_dead_lettered_and_the_stream_goes_on() {
     assert_eq!(committed(&group, &input).get(&2), Some(&7));
 }
 
+/// Gives up every row with a negative amount, as the detector shard gives
+/// up a row that panicked a detector on each of its attempts; collects the
+/// others.
+#[derive(Default)]
+struct GiveUpRefunds {
+    collect: Collect,
+}
+
+impl Downstream for GiveUpRefunds {
+    fn process(
+        &self,
+        topic: Arc<str>,
+        partition: i32,
+        rows: Vec<Row>,
+    ) -> BoxFuture<'static, Result<Vec<Panicked>, BatchError>> {
+        let refund = |row: &Row| matches!(&row.values[3], Value::Decimal(d) if d.is_sign_negative());
+        let (refunds, rest): (Vec<Row>, Vec<Row>) = rows.into_iter().partition(refund);
+        let given_up = refunds
+            .iter()
+            .map(|row| Panicked { offset: row.offset, stage: "detector", attempts: 3, message: "test".into() })
+            .collect();
+        let collected = self.collect.process(topic, partition, rest);
+        Box::pin(async move {
+            collected.await?;
+            Ok(given_up)
+        })
+    }
+}
+
+/// A row downstream gives up on goes to the dead-letter topic unchanged,
+/// as `internal_error` with the panic in the error header, after the
+/// rows before it; the stream goes on and commits past it.
+#[actix_rt::test]
+async fn a_row_given_up_downstream_is_dead_lettered_as_internal_error() {
+    let base = unique_base();
+    let input = format!("vigil-test-input-{base}");
+    let dlq = format!("vigil-test-dlq-{base}");
+    create_topic(&input, 1).await;
+    create_topic(&dlq, 1).await;
+    let producer = producer();
+    let (key, good) = transaction_envelope(base, 1, 12_345);
+    let (_, refund) = transaction_envelope(base, 2, -500);
+    let (_, good_again) = transaction_envelope(base, 3, 700);
+    for value in [&good, &refund, &good_again] {
+        send(&producer, &input, Some(0), Some(&key), Some(value)).await;
+    }
+
+    let group = format!("vigil-test-give-up-{base}");
+    let downstream = Arc::new(GiveUpRefunds::default());
+    let watched = Arc::clone(&downstream);
+    run_with(pipeline("give-up-test", &input, &group, &dlq), downstream, move || watched.collect.rows().len() >= 2)
+        .await;
+    let letters =
+        read_until(&dlq, &Default::default(), Duration::from_secs(30), |rs| !rs.is_empty()).expect("a dead letter");
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(letter.header(headers::REASON).as_deref(), Some("internal_error"));
+    assert_eq!(
+        letter.header(headers::ERROR).as_deref(),
+        Some("detector panicked on this record 3 times (rows.max_attempts): test")
+    );
+    assert_eq!(letter.header(headers::OFFSET).as_deref(), Some("1"));
+    assert_eq!((letter.key.as_deref(), letter.value.as_deref()), (Some(&key[..]), Some(&refund[..])));
+    assert_eq!(committed(&group, &input).get(&0), Some(&3), "committed past the given-up row");
+}
+
 /// A batch whose downstream fails with a passing error: the partition
 /// actor is restarted by its supervisor, the partition is rewound, and the
 /// batch is read again: every row arrives once, nothing is skipped.
@@ -275,7 +346,7 @@ struct Gate {
 }
 
 impl Downstream for Gate {
-    fn process(&self, _: Arc<str>, _: i32, rows: Vec<Row>) -> BoxFuture<'static, Result<(), BatchError>> {
+    fn process(&self, _: Arc<str>, _: i32, rows: Vec<Row>) -> BoxFuture<'static, Result<Vec<Panicked>, BatchError>> {
         self.batches.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut all) = self.rows.lock() {
             all.extend(rows);
@@ -285,7 +356,7 @@ impl Downstream for Gate {
             while !open.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            Ok(())
+            Ok(Vec::new())
         })
     }
 }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use crate::config::{DetectorConfig, EventTime as TimeConfig, Pipeline};
 use crate::row::{Key, Op, Projection, Row, Value};
+use crate::stage::Panicked;
 use crate::time::EventTime;
 use reader::Reader;
 use schema::{SchemaCache, SchemaPlan, Shape};
@@ -170,6 +171,10 @@ pub enum DecodeError {
     BadValue { column: String, reason: String },
     #[error("event time {time} ({column}) is more than {max_future} ahead of the wall clock (rows.max_future)")]
     ImplausibleEventTime { column: String, time: EventTime, max_future: String },
+    /// Not the record's fault: decoding or judging it panicked on every
+    /// attempt. It goes to the dead-letter topic like the others.
+    #[error(transparent)]
+    Internal(#[from] Panicked),
 }
 
 impl DecodeError {
@@ -186,6 +191,7 @@ impl DecodeError {
             DecodeError::WrongType { .. } => DecodeReason::WrongType,
             DecodeError::BadValue { .. } => DecodeReason::BadValue,
             DecodeError::ImplausibleEventTime { .. } => DecodeReason::ImplausibleEventTime,
+            DecodeError::Internal(_) => DecodeReason::InternalError,
         }
     }
 }
@@ -204,6 +210,7 @@ crate::label_values! {
         WrongType => "wrong_type",
         BadValue => "bad_value",
         ImplausibleEventTime => "implausible_event_time",
+        InternalError => "internal_error",
     }
 }
 
@@ -249,6 +256,13 @@ impl Decoder {
         };
         decoder.observe_clock(EventTime::now());
         decoder
+    }
+
+    /// Forgets everything learned from records (schemas, layouts): after a
+    /// panic, what was being learned may be half done.
+    pub fn reset(&mut self) {
+        let topic = Arc::clone(&self.topic_table);
+        *self = Decoder::new(self.options.clone(), &topic);
     }
 
     /// Tells the decoder the wall clock, against which event times are

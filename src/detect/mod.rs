@@ -83,12 +83,36 @@ pub struct CompileError {
 }
 
 /// A user's state: one per rule, by kind, in the order of the rules.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, PartialEq)]
 pub struct UserState {
     /// The newest event time seen for the user.
     pub newest: EventTime,
     spend: Box<[SpendHistory]>,
     velocity: Box<[VelocityWindow]>,
+}
+
+/// `clone_from` reuses the allocations it can: the shard saves a user's
+/// state before every row (to put it back should judging the row panic),
+/// and a copy that allocated each time would cost more than the row.
+impl Clone for UserState {
+    fn clone(&self) -> Self {
+        UserState { newest: self.newest, spend: self.spend.clone(), velocity: self.velocity.clone() }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.newest = source.newest;
+        // States of one pipeline hold the same rules: copied in place.
+        if self.spend.len() != source.spend.len() || self.velocity.len() != source.velocity.len() {
+            *self = source.clone();
+            return;
+        }
+        for (to, from) in self.spend.iter_mut().zip(&source.spend) {
+            to.clone_from(from);
+        }
+        for (to, from) in self.velocity.iter_mut().zip(&source.velocity) {
+            to.clone_from(from);
+        }
+    }
 }
 
 /// The users of a partition. Keys are user ids from the operator's own
@@ -134,6 +158,17 @@ impl UserState {
 
     fn is_empty(&self) -> bool {
         self.spend.iter().all(SpendHistory::is_empty) && self.velocity.iter().all(VelocityWindow::is_empty)
+    }
+}
+
+/// Copies `from` into `to`'s allocation: two slice copies, where
+/// `VecDeque::clone_from` pushes element by element.
+fn copy_ring<T: Copy>(to: &mut VecDeque<T>, from: &VecDeque<T>) {
+    to.clear();
+    let (front, back) = from.as_slices();
+    to.extend(front);
+    if !back.is_empty() {
+        to.extend(back);
     }
 }
 
@@ -216,6 +251,10 @@ impl Detectors {
                 found(c.detector, Finding::Spend(f));
             }
         }
+        // Past the first rules, so that a planned panic leaves a state half
+        // updated, as a real one might.
+        #[cfg(test)]
+        crate::stage::faults::strike("detector", row.offset);
         for (c, window) in self.velocity.iter().zip(user.velocity.iter_mut()) {
             let Some(amount) = amount(c.amount) else { continue };
             if let (Some(f), true) = (c.rule.observe(window, row.event_time, amount), alerting) {

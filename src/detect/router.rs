@@ -2,44 +2,182 @@
 //! partition's users. Shards are chosen by partition (users are aligned to
 //! partitions by the topic's key), with the same placement as the
 //! partition actors, so a batch usually stays on its thread.
+//!
+//! The router is also the shards' supervisor. Rows cannot stop a shard (a
+//! row that panics a detector is given up, see [`super::shard`]), but
+//! should a shard stop all the same, its partitions' batches fail as
+//! passing errors (their actors restart and read them again) and the next
+//! batch for it starts a new shard in its place, on the same worker. The
+//! users it held are lost, as in a restart of the process.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use actix::Addr;
+use actix::{Actor, Addr, ArbiterHandle};
 use futures::future::BoxFuture;
+use tracing::error;
 
-use super::shard::{Detect, DetectorShard, Forget};
+use super::shard::{Detect, DetectorShard, Forget, ShardSetup};
 use crate::row::Row;
-use crate::stage::{placement, BatchError, Downstream};
+use crate::stage::{placement, BatchError, Downstream, Panicked};
+use crate::telemetry::Health;
 
 pub struct DetectorRouter {
-    shards: Vec<Addr<DetectorShard>>,
+    /// One per worker: `shards[i]` runs on worker `i`.
+    shards: Vec<Arc<ShardSlot>>,
+}
+
+/// A worker's shard, and what it takes to start it again.
+struct ShardSlot {
+    index: usize,
+    worker: ArbiterHandle,
+    setup: Arc<ShardSetup>,
+    health: Health,
+    shard: Mutex<Addr<DetectorShard>>,
+}
+
+fn start_shard(setup: &Arc<ShardSetup>, worker: &ArbiterHandle) -> Addr<DetectorShard> {
+    let setup = Arc::clone(setup);
+    DetectorShard::start_in_arbiter(worker, move |_| DetectorShard::new(setup))
+}
+
+impl ShardSlot {
+    /// The running shard: a new one when the last has stopped.
+    fn current(&self) -> Addr<DetectorShard> {
+        let mut shard = self.shard.lock().unwrap_or_else(PoisonError::into_inner);
+        if !shard.connected() {
+            self.restart(&mut shard);
+        }
+        shard.clone()
+    }
+
+    /// `failed` did not answer: a new shard, unless one replaced it
+    /// already. (Its mailbox may still look open while it is dropped.)
+    fn replace(&self, failed: &Addr<DetectorShard>) {
+        let mut shard = self.shard.lock().unwrap_or_else(PoisonError::into_inner);
+        if *shard == *failed {
+            self.restart(&mut shard);
+        }
+    }
+
+    fn restart(&self, shard: &mut Addr<DetectorShard>) {
+        let pipeline = &self.setup.pipeline;
+        error!(%pipeline, worker = self.index, "a detector shard stopped; starting a new one (the users it held start empty)");
+        self.health.restarted(pipeline, &format!("detector shard {}", self.index));
+        self.setup.restarts.increment(1);
+        *shard = start_shard(&self.setup, &self.worker);
+    }
 }
 
 impl DetectorRouter {
-    /// `shards[i]` runs on worker `i`.
-    pub fn new(shards: Vec<Addr<DetectorShard>>) -> Self {
+    /// Starts one shard on each worker.
+    pub fn start(setup: Arc<ShardSetup>, workers: &[ArbiterHandle], health: Health) -> Self {
+        let shards = workers
+            .iter()
+            .enumerate()
+            .map(|(index, worker)| {
+                Arc::new(ShardSlot {
+                    index,
+                    worker: worker.clone(),
+                    setup: Arc::clone(&setup),
+                    health: health.clone(),
+                    shard: Mutex::new(start_shard(&setup, worker)),
+                })
+            })
+            .collect();
         DetectorRouter { shards }
     }
 
-    fn shard(&self, topic: &str, partition: i32) -> &Addr<DetectorShard> {
+    fn slot(&self, topic: &str, partition: i32) -> &Arc<ShardSlot> {
         &self.shards[placement(topic, partition, self.shards.len())]
+    }
+
+    #[cfg(test)]
+    fn shard(&self, topic: &str, partition: i32) -> Addr<DetectorShard> {
+        self.slot(topic, partition).current()
     }
 }
 
 impl Downstream for DetectorRouter {
-    fn process(&self, topic: Arc<str>, partition: i32, rows: Vec<Row>) -> BoxFuture<'static, Result<(), BatchError>> {
-        let request = self.shard(&topic, partition).send(Detect { topic, partition, rows });
+    fn process(
+        &self,
+        topic: Arc<str>,
+        partition: i32,
+        rows: Vec<Row>,
+    ) -> BoxFuture<'static, Result<Vec<Panicked>, BatchError>> {
+        let slot = Arc::clone(self.slot(&topic, partition));
+        let shard = slot.current();
+        let request = shard.send(Detect { topic, partition, rows });
         Box::pin(async move {
             match request.await {
                 Ok(result) => result,
-                // The shard is gone (its worker stopped): read the batch again.
-                Err(reason) => Err(BatchError::Unavailable { stage: "detector shard", reason }),
+                // The shard is gone: read the batch again (a new shard
+                // takes it).
+                Err(reason) => {
+                    slot.replace(&shard);
+                    Err(BatchError::Unavailable { stage: "detector shard", reason })
+                }
             }
         })
     }
 
     fn revoked(&self, topic: &str, partition: i32) {
-        self.shard(topic, partition).do_send(Forget { topic: Arc::from(topic), partition });
+        self.slot(topic, partition).current().do_send(Forget { topic: Arc::from(topic), partition });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use actix::Arbiter;
+
+    use super::*;
+    use crate::detect::shard::{tests as shard, Crash};
+
+    #[test]
+    fn a_shard_that_stopped_is_started_again_on_its_worker() {
+        let system = actix::System::new();
+        system.block_on(async {
+            let worker = Arbiter::new();
+            let health = Health::default();
+            health.healthy("t");
+            let setup = Arc::new(shard::setup());
+            let router = DetectorRouter::start(Arc::clone(&setup), &[worker.handle()], health.clone());
+            // Rows that warm the state and alert on nothing (the producer
+            // never connects).
+            let calm = || shard::rows(&setup).into_iter().take(3).collect::<Vec<_>>();
+            assert_eq!(router.process("t".into(), 0, calm()).await, Ok(Vec::new()));
+            assert_eq!(setup.tracked_users.load(Ordering::Relaxed), 1);
+
+            // A crash, then batches until one is taken: the first may meet
+            // the dying shard (a passing error: read again), never more.
+            let crash_and_process = || async {
+                let crashed = router.shard("t", 0).send(Crash).await;
+                assert_eq!(crashed, Err(actix::MailboxError::Closed), "the panic stopped the shard");
+                let first = router.process("t".into(), 0, calm()).await;
+                if first.is_err() {
+                    assert!(first.is_err_and(|e| e.is_passing()));
+                    return router.process("t".into(), 0, calm()).await;
+                }
+                first
+            };
+            assert_eq!(crash_and_process().await, Ok(Vec::new()), "a new shard took the batch");
+            // The stopped shard is dropped on its worker, soon after.
+            for _ in 0..100 {
+                if setup.tracked_users.load(Ordering::Relaxed) == 1 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert_eq!(setup.tracked_users.load(Ordering::Relaxed), 1, "the stopped shard's user left the gauge");
+            assert_eq!(health.check(), Ok("t: ok\n".into()), "one restart is no loop");
+
+            for _ in 0..2 {
+                assert_eq!(crash_and_process().await, Ok(Vec::new()));
+            }
+            let unhealthy = health.check().expect_err("three restarts in a minute");
+            assert!(unhealthy.contains("detector shard 0 restarted 3 times"), "{unhealthy}");
+            worker.stop();
+        });
     }
 }

@@ -23,12 +23,24 @@ use crate::config::SpendAnomalyConfig;
 /// that fits no integer at that scale moves it on to a wider form, the
 /// last being the decimals themselves (summed when judged). The ring
 /// grows up to `history` amounts and no further.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Default, PartialEq)]
 pub struct SpendHistory {
     amounts: Amounts,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// `clone_from` reuses the allocation: the shard saves a user's state
+/// before every row, to put it back should judging the row panic.
+impl Clone for SpendHistory {
+    fn clone(&self) -> Self {
+        SpendHistory { amounts: self.amounts.clone() }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.amounts.clone_from(&source.amounts);
+    }
+}
+
+#[derive(Debug, PartialEq)]
 enum Amounts {
     /// Units in an i32: NUMERIC(p, 2) amounts up to ±21,474,836.47.
     Narrow(Units<i32>),
@@ -39,6 +51,29 @@ enum Amounts {
     Decimals { ring: VecDeque<Decimal>, scale: u8 },
 }
 
+impl Clone for Amounts {
+    fn clone(&self) -> Self {
+        match self {
+            Amounts::Narrow(u) => Amounts::Narrow(u.clone()),
+            Amounts::Wide(u) => Amounts::Wide(u.clone()),
+            Amounts::Decimals { ring, scale } => Amounts::Decimals { ring: ring.clone(), scale: *scale },
+        }
+    }
+
+    /// Into the allocation `self` already has, when of the same form.
+    fn clone_from(&mut self, source: &Self) {
+        match (self, source) {
+            (Amounts::Narrow(to), Amounts::Narrow(from)) => to.clone_from(from),
+            (Amounts::Wide(to), Amounts::Wide(from)) => to.clone_from(from),
+            (Amounts::Decimals { ring, scale }, Amounts::Decimals { ring: from, scale: from_scale }) => {
+                super::copy_ring(ring, from);
+                *scale = *from_scale;
+            }
+            (to, from) => *to = from.clone(),
+        }
+    }
+}
+
 impl Default for Amounts {
     fn default() -> Self {
         Amounts::Narrow(Units { ring: VecDeque::new(), sum: 0, scale: 0 })
@@ -46,12 +81,24 @@ impl Default for Amounts {
 }
 
 /// Amounts as integers of 10^-scale units, and their sum.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, PartialEq)]
 struct Units<T> {
     ring: VecDeque<T>,
     sum: i64,
     /// At most 28: a decimal's scale.
     scale: u8,
+}
+
+impl<T: Copy> Clone for Units<T> {
+    fn clone(&self) -> Self {
+        Units { ring: self.ring.clone(), sum: self.sum, scale: self.scale }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        super::copy_ring(&mut self.ring, &source.ring);
+        self.sum = source.sum;
+        self.scale = source.scale;
+    }
 }
 
 impl SpendHistory {
@@ -265,12 +312,17 @@ impl SpendFinding {
         }])
     }
 
-    /// How many times the mean the amount is (4 places).
+    /// How many times the mean the amount is (4 places); beyond a
+    /// decimal's range (a huge amount over a tiny mean) it saturates.
     pub fn ratio(&self) -> Decimal {
         if self.mean.is_zero() {
             return Decimal::ZERO;
         }
-        (self.amount / self.mean).round_dp(4)
+        match self.amount.checked_div(self.mean) {
+            Some(ratio) => ratio.round_dp(4),
+            None if self.amount.is_sign_negative() == self.mean.is_sign_negative() => Decimal::MAX,
+            None => Decimal::MIN,
+        }
     }
 }
 
@@ -350,6 +402,15 @@ mod tests {
         assert_eq!((finding.mean, finding.history, finding.factor), (d("200"), 3, d("3.0")));
         assert_eq!(finding.amount, d("600.01"));
         assert_eq!(finding.ratio(), d("3.0000"), "3.00005 shown to 4 places");
+    }
+
+    #[test]
+    fn a_ratio_beyond_a_decimals_range_saturates() {
+        let c = SpendAnomalyConfig { min_history: 1, ..SpendAnomalyConfig::default() };
+        let (_, f) = feed(&c, &["0.0001", "70000000000000000000000000"]);
+        assert_eq!(f[1].as_ref().expect("alert").ratio(), Decimal::MAX, "7e25 / 1e-4 is past 7.9e28");
+        let (_, f) = feed(&c, &["0.0001", "-70000000000000000000000000"]);
+        assert_eq!(f[1].as_ref().map(SpendFinding::ratio), None, "a negative amount is no anomaly");
     }
 
     #[test]

@@ -19,9 +19,20 @@ use crate::config::{HighAmountRule, VelocityScoreConfig};
 use crate::time::EventTime;
 
 /// A user's recent event times, ascending (microseconds).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Default, PartialEq)]
 pub struct VelocityWindow {
     times: VecDeque<i64>,
+}
+
+/// `clone_from` reuses the allocation (see [`super::UserState`]).
+impl Clone for VelocityWindow {
+    fn clone(&self) -> Self {
+        VelocityWindow { times: self.times.clone() }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        super::copy_ring(&mut self.times, &source.times);
+    }
 }
 
 impl VelocityWindow {
@@ -150,7 +161,7 @@ impl VelocityScore {
     /// Scores a row of the user at `time` with `amount`, then remembers it.
     pub fn observe(&self, window: &mut VelocityWindow, time: EventTime, amount: Decimal) -> Option<VelocityFinding> {
         let t = time.micros();
-        let mut score = 0;
+        let mut score: u32 = 0;
         let velocity = self.velocity.as_ref().map(|rule| {
             let times = &mut window.times;
             // Where the row goes: at the back when it is in order.
@@ -159,7 +170,7 @@ impl VelocityScore {
             let start = t.saturating_sub(rule.window_us);
             let count = at + 1 - times.partition_point(|&s| s < start);
             let points = if count > rule.max_count as usize { rule.points } else { 0 };
-            score += points;
+            score = score.saturating_add(points);
             // Forget what no row within the allowed lateness can count again
             // (this row too, when it is that late).
             let newest = times.back().map_or(t, |&s| s.max(t));
@@ -180,7 +191,7 @@ impl VelocityScore {
         });
         let high_amount = self.high_amount.as_ref().map(|rule| {
             let points = if exact::greater(amount, rule.threshold) { rule.points } else { 0 };
-            score += points;
+            score = score.saturating_add(points);
             HighAmountEvidence { amount, threshold: rule.threshold, points }
         });
         (score > self.alert_above).then_some(VelocityFinding {
@@ -271,6 +282,18 @@ mod tests {
         assert_eq!(f.score, 50);
         assert_eq!(f.high_amount.map(|h| h.points), Some(50));
         assert!(w.is_empty(), "no times kept without the velocity rule");
+    }
+
+    #[test]
+    fn points_beyond_u32_saturate_rather_than_overflow() {
+        let c = VelocityScoreConfig {
+            velocity: Some(VelocityRule { window: Duration::from_secs(60), max_count: 0, points: u32::MAX }),
+            high_amount: Some(HighAmountRule { threshold: d("1"), points: u32::MAX }),
+            alert_above: u32::MAX - 1,
+            ..VelocityScoreConfig::default()
+        };
+        let f = observe(&c, &mut VelocityWindow::default(), EventTime(0), d("2")).expect("above");
+        assert_eq!(f.score, u32::MAX);
     }
 
     #[test]

@@ -92,6 +92,25 @@ fn value_json(v: &Value) -> Json {
     }
 }
 
+/// The longest table name or primary-key value an alert carries, bytes:
+/// what the row holds is the source's to choose, and an alert must fit its
+/// topic whatever a record holds (the key is bounded already, by
+/// `rows.max_key_bytes`).
+pub const MAX_ALERT_VALUE_BYTES: usize = 256;
+
+/// `text` cut to [`MAX_ALERT_VALUE_BYTES`] at a character boundary, and
+/// its length when it was cut.
+fn capped(text: &str) -> (&str, Option<usize>) {
+    if text.len() <= MAX_ALERT_VALUE_BYTES {
+        return (text, None);
+    }
+    let mut end = MAX_ALERT_VALUE_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&text[..end], Some(text.len()))
+}
+
 /// What a detector found, as an alert shows it.
 pub trait Evidence {
     /// The alert's score.
@@ -104,11 +123,26 @@ pub trait Evidence {
 pub fn build(ctx: &AlertContext<'_>, row: &Row, amount: &Value, finding: &impl Evidence) -> Alert {
     let id = alert_id(ctx, row);
     let key = row.key.to_string();
+    // Long values go cut, their full lengths under `truncated`; the id
+    // still derives from the whole values.
+    let mut truncated = Map::new();
     let mut primary_key = Map::new();
     for (name, i) in ctx.primary_key {
-        primary_key.insert(name.clone(), value_json(row.values.get(*i).unwrap_or(&Value::Null)));
+        let value = value_json(row.values.get(*i).unwrap_or(&Value::Null));
+        let value = match value.as_str().map(capped) {
+            Some((cut, Some(length))) => {
+                truncated.insert(format!("row.primary_key.{name}"), json!(length));
+                json!(cut)
+            }
+            _ => value,
+        };
+        primary_key.insert(name.clone(), value);
     }
-    let json = json!({
+    let (table, table_length) = capped(&row.table);
+    if let Some(length) = table_length {
+        truncated.insert("row.table".into(), json!(length));
+    }
+    let mut json = json!({
         "id": id,
         "pipeline": ctx.pipeline,
         "detector": ctx.detector,
@@ -116,7 +150,7 @@ pub fn build(ctx: &AlertContext<'_>, row: &Row, amount: &Value, finding: &impl E
         "score": finding.score().to_string().parse::<f64>().unwrap_or(0.0),
         "reasons": finding.reasons(),
         "row": {
-            "table": &*row.table,
+            "table": table,
             "primary_key": primary_key,
             "op": row.op.code(),
             "lsn": row.lsn,
@@ -130,6 +164,9 @@ pub fn build(ctx: &AlertContext<'_>, row: &Row, amount: &Value, finding: &impl E
         },
         "detected_at": EventTime::now().to_string(),
     });
+    if !truncated.is_empty() {
+        json["truncated"] = Json::Object(truncated);
+    }
     Alert { id, key, json }
 }
 
@@ -223,5 +260,25 @@ mod tests {
         assert_eq!(j["event_time"], "2026-11-25T10:11:12.345678Z");
         assert_eq!(j["source"], json!({"topic": "t", "partition": 3, "offset": 10}));
         assert!(j["detected_at"].as_str().is_some_and(|s| s.ends_with('Z')));
+        assert_eq!(j.get("truncated"), None, "nothing was cut");
+    }
+
+    #[test]
+    fn long_table_names_and_primary_key_values_are_cut_and_say_so() {
+        let pk = [("id".to_owned(), 0), ("note".to_owned(), 1)];
+        let mut r = row(Some(99), 10);
+        r.values = vec![Value::Text("é".repeat(100_000).into()), Value::Text("short".into())].into();
+        r.table = Arc::from(format!("public.{}", "t".repeat(1_000)));
+        let alert = build(&ctx("spend", &pk, 3), &r, &Value::Null, &Found);
+        let j = &alert.json;
+        let id = j["row"]["primary_key"]["id"].as_str().expect("text");
+        assert_eq!((id.len(), id.chars().all(|c| c == 'é')), (256, true), "cut at a character boundary");
+        assert_eq!(j["row"]["primary_key"]["note"], "short");
+        assert_eq!(j["row"]["table"].as_str().map(str::len), Some(256));
+        assert_eq!(j["truncated"], json!({"row.primary_key.id": 200_000, "row.table": 1_007}));
+        assert!(serde_json::to_vec(j).expect("json").len() < 2_048, "{j}");
+        let other = Value::Text(format!("{}x", "é".repeat(100_000)).into());
+        r.values = vec![other, Value::Text("short".into())].into();
+        assert_ne!(build(&ctx("spend", &pk, 3), &r, &Value::Null, &Found).id, alert.id, "ids see whole values");
     }
 }

@@ -13,9 +13,13 @@
 
 use std::borrow::Cow;
 use std::ops::Range;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
-use crate::decode::{DecodeError, Decoded, Decoder};
+use tracing::error;
+
+use crate::decode::{DecodeError, Decoded, Decoder, EnvelopePlan};
+use crate::stage::{panic_message, Panicked};
 use crate::time::EventTime;
 
 type DecodeResult = Result<Decoded, DecodeError>;
@@ -210,18 +214,60 @@ impl RecordBatch {
 
     /// Decodes every record in order; the shared envelope prefix's schema
     /// is recognised once for all the records that start with it.
-    pub fn decode_each(&self, decoder: &mut Decoder, mut each: impl FnMut(RecordRef<'_>, DecodeResult)) {
+    ///
+    /// A record that panics the decoder (a bug, never bad input) is tried
+    /// again with a fresh decoder, `max_attempts` times in all, and then
+    /// handed on as [`DecodeError::Internal`]: no record stops the stream.
+    pub fn decode_each(
+        &self,
+        decoder: &mut Decoder,
+        max_attempts: u32,
+        mut each: impl FnMut(RecordRef<'_>, DecodeResult),
+    ) {
         decoder.observe_clock(EventTime::now());
-        let plan = self.envelope().map(|prefix| decoder.envelope_plan(prefix));
+        let mut plan = self.envelope_plan(decoder);
         for record in self.records() {
-            let decoded = match (record.envelope, record.value, &plan) {
-                (Some(prefix), Some(rest), Some(Ok(plan))) => {
-                    decoder.decode_enveloped(plan, prefix, rest, record.offset)
+            let mut attempts = 0;
+            let decoded = loop {
+                attempts += 1;
+                let tried = catch_unwind(AssertUnwindSafe(|| Self::decode_one(decoder, &plan, &record)));
+                let panic = match tried {
+                    Ok(decoded) => break decoded,
+                    Err(panic) => panic_message(&*panic),
+                };
+                error!(topic = %self.topic, partition = self.partition, offset = record.offset, attempts,
+                    max_attempts, panic = %panic, "the decoder panicked on a record; trying it with a fresh decoder");
+                decoder.reset();
+                plan = self.envelope_plan(decoder);
+                if attempts >= max_attempts {
+                    let stage = "decoder";
+                    break Err(DecodeError::Internal(Panicked {
+                        offset: record.offset,
+                        stage,
+                        attempts,
+                        message: panic,
+                    }));
                 }
-                (Some(_), _, Some(Err(e))) => Err(e.clone()),
-                _ => decoder.decode(record.value, record.offset),
             };
             each(record, decoded);
+        }
+    }
+
+    fn envelope_plan(&self, decoder: &mut Decoder) -> Option<Result<EnvelopePlan, DecodeError>> {
+        self.envelope().map(|prefix| decoder.envelope_plan(prefix))
+    }
+
+    fn decode_one(
+        decoder: &mut Decoder,
+        plan: &Option<Result<EnvelopePlan, DecodeError>>,
+        record: &RecordRef<'_>,
+    ) -> DecodeResult {
+        #[cfg(test)]
+        crate::stage::faults::strike("decoder", record.offset);
+        match (record.envelope, record.value, plan) {
+            (Some(prefix), Some(rest), Some(Ok(plan))) => decoder.decode_enveloped(plan, prefix, rest, record.offset),
+            (Some(_), _, Some(Err(e))) => Err(e.clone()),
+            _ => decoder.decode(record.value, record.offset),
         }
     }
 
@@ -280,6 +326,41 @@ mod tests {
         }
         assert_eq!(b.record_bytes(), first.len() + second.len() + other.len() + plain.len());
         assert!(b.byte_len() < b.record_bytes());
+    }
+
+    #[test]
+    fn a_record_that_panics_the_decoder_is_tried_again_then_given_up() {
+        use crate::decode::DecodeOptions;
+        use crate::stage::faults;
+        let text = "name: t\nsource: {brokers: b, topics: [t], group: g}\nformat: {type: debezium-json}\n\
+                    rows: {key: user_id, event_time: created_at}\ndetectors: [{type: spend_anomaly}]\n\
+                    sink: {alerts: a, dead_letters: d}\n";
+        let pipeline = crate::config::load_str("t.yaml", text, |_| None).expect("valid");
+        let mut decoder = Decoder::new(DecodeOptions::for_pipeline(&pipeline), "t");
+        let create = include_bytes!("../../tests/fixtures/debezium/transactions-create.value.json");
+        let mut b = RecordBatch::new("t".into(), 0, 0);
+        for offset in 10..14 {
+            b.push(offset, None, Some(create));
+        }
+        faults::plan("decoder", 11, 2);
+        faults::plan("decoder", 12, 3);
+        let mut verdicts = Vec::new();
+        b.decode_each(&mut decoder, 3, |record, decoded| {
+            verdicts.push(match decoded {
+                Ok(Decoded::Row(row)) => format!("{}: row {}", record.offset, row.offset),
+                Ok(Decoded::Skipped(skip)) => format!("{}: skipped {skip:?}", record.offset),
+                Err(e) => format!("{}: {e}", record.offset),
+            })
+        });
+        assert_eq!(
+            verdicts,
+            [
+                "10: row 10",
+                "11: row 11",
+                "12: decoder panicked on this record 3 times (rows.max_attempts): planned panic in the decoder at offset 12",
+                "13: row 13",
+            ]
+        );
     }
 
     #[test]

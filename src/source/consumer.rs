@@ -164,6 +164,7 @@ impl SourceContext {
             control: self.control.clone(),
             fatal: self.parts.fatal.clone(),
             health: self.parts.health.clone(),
+            max_attempts: self.parts.pipeline.rows.max_attempts,
         };
         let actor = Supervisor::start_in_arbiter(arbiter, move |_| PartitionActor::new(setup));
         if let Ok(mut state) = self.state.lock() {

@@ -6,11 +6,14 @@
 //! drops its address, and a supervisor restarts only an actor someone
 //! still addresses.
 //!
-//! Supervised: a panic while decoding (a bug, never bad input: that is a
-//! dead letter) stops the actor, and its supervisor restarts it with a new
-//! epoch and a rewind to the last durable offset, so nothing is skipped.
+//! A record that panics the decoder or a detector (a bug, never bad input:
+//! that is a dead letter) is tried again a few times and then dead-lettered
+//! as `internal_error` ([`RecordBatch::decode_each`], the detector shard):
+//! no record stops the partition. Supervised: when the next stage is gone
+//! for a while (its shard restarted), the actor stops and its supervisor
+//! restarts it with a new epoch and a rewind to the last durable offset,
+//! so nothing is skipped.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
@@ -22,7 +25,9 @@ use tracing::{error, warn};
 use super::batch::RecordBatch;
 use super::offsets::CompletionTracker;
 use super::series::SourceSeries;
-use crate::decode::{DecodeError, DecodeOptions, Decoded, Decoder, SkipReason};
+use rdkafka::error::KafkaError;
+
+use crate::decode::{DecodeError, DecodeOptions, DecodeReason, Decoded, Decoder, SkipReason};
 use crate::row::{Op, Row};
 use crate::sink::dead_letter::{DeadLetters, Origin};
 use crate::stage::{BatchError, Downstream, Output};
@@ -53,6 +58,8 @@ pub(crate) struct PartitionSetup {
     pub control: mpsc::Sender<Control>,
     pub fatal: tokio::sync::mpsc::UnboundedSender<String>,
     pub health: Health,
+    /// `rows.max_attempts`: tries of a record that panics the decoder.
+    pub max_attempts: u32,
 }
 
 pub(crate) struct PartitionActor {
@@ -85,25 +92,14 @@ impl PartitionActor {
         }
     }
 
-    /// Decodes a batch; a panic in the decoder is caught and reported.
-    fn decode_batch(&mut self, batch: &RecordBatch) -> Result<DecodedBatch, String> {
-        let decoder = &mut self.decoder;
-        catch_unwind(AssertUnwindSafe(|| {
-            let mut out = DecodedBatch::default();
-            batch.decode_each(decoder, |record, decoded| match decoded {
-                Ok(Decoded::Row(row)) => out.rows.push(row),
-                Ok(Decoded::Skipped(skip)) => out.skipped[skip.reason().index()] += 1,
-                Err(e) => out.failed.push((record.offset, e)),
-            });
-            out
-        }))
-        .map_err(|panic| {
-            panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_else(|| "unknown panic".into())
-        })
+    fn decode_batch(&mut self, batch: &RecordBatch) -> DecodedBatch {
+        let mut out = DecodedBatch::default();
+        batch.decode_each(&mut self.decoder, self.setup.max_attempts, |record, decoded| match decoded {
+            Ok(Decoded::Row(row)) => out.rows.push(row),
+            Ok(Decoded::Skipped(skip)) => out.skipped[skip.reason().index()] += 1,
+            Err(e) => out.failed.push((record.offset, e)),
+        });
+        out
     }
 
     fn count(&self, batch: &RecordBatch, decoded: &DecodedBatch) {
@@ -153,6 +149,21 @@ impl PartitionActor {
     }
 }
 
+/// Sends the record at `offset` of `batch` to the dead-letter topic, with
+/// why; answers with the reason once Kafka has it.
+async fn dead_letter(
+    dead_letters: &DeadLetters,
+    batch: &RecordBatch,
+    offset: i64,
+    error: DecodeError,
+) -> Result<DecodeReason, KafkaError> {
+    let record = batch.records().find(|r| r.offset == offset);
+    let value = record.as_ref().and_then(|r| r.original_value());
+    let key = record.and_then(|r| r.key);
+    let origin = Origin { topic: &batch.topic, partition: batch.partition, offset };
+    dead_letters.send(origin, key, value.as_deref(), &error).await.map(|()| error.reason())
+}
+
 #[derive(Default)]
 struct DecodedBatch {
     rows: Vec<Row>,
@@ -172,6 +183,8 @@ impl Supervised for PartitionActor {
             return;
         }
         self.failed = false;
+        let actor = format!("partition actor {}/{}", self.setup.topic, self.setup.partition);
+        self.setup.health.restarted(&self.setup.pipeline, &actor);
         self.epoch += 1;
         self.decoder = Decoder::new(self.setup.decode.clone(), &self.setup.topic);
         // Batches in flight were cancelled with the old context; batches
@@ -217,18 +230,7 @@ impl Handler<Batch> for PartitionActor {
         };
         self.first_offset.get_or_insert(batch.first_offset().unwrap_or(last_offset));
         let started = Instant::now();
-        let decoded = match self.decode_batch(&batch) {
-            Ok(decoded) => decoded,
-            Err(panic) => {
-                error!(pipeline = %self.setup.pipeline, topic = %self.setup.topic, partition = self.setup.partition,
-                    first_offset = ?batch.first_offset(), panic = %panic,
-                    "decoder panicked; restarting the partition actor and reading the batch again");
-                self.failed = true;
-                self.setup.in_flight.fetch_sub(1, Ordering::SeqCst);
-                ctx.stop();
-                return;
-            }
-        };
+        let decoded = self.decode_batch(&batch);
         self.count(&batch, &decoded);
         let seq = self.tracker.start(last_offset);
         let epoch = self.epoch;
@@ -240,22 +242,18 @@ impl Handler<Batch> for PartitionActor {
         // actor's context are not polled in the order they were spawned.
         let detected = self.setup.downstream.process(Arc::clone(&self.setup.topic), self.setup.partition, rows);
         let work = async move {
-            let letters = failed.iter().map(|(offset, error)| {
-                let record = batch.records().find(|r| r.offset == *offset);
-                let value = record.as_ref().and_then(|r| r.original_value());
-                let key = record.and_then(|r| r.key);
-                let dead_letters = &dead_letters;
-                let origin = Origin { topic: &batch.topic, partition: batch.partition, offset: *offset };
-                async move { dead_letters.send(origin, key, value.as_deref(), error).await.map(|()| error.reason()) }
-            });
-            let (letters, detected) = futures::join!(join_all(letters), detected);
+            let undecoded = failed.into_iter().map(|(offset, error)| dead_letter(&dead_letters, &batch, offset, error));
+            let (mut letters, detected) = futures::join!(join_all(undecoded), detected);
+            // Rows the detectors could not get past follow, once known.
+            let unjudged = detected?.into_iter().map(|p| dead_letter(&dead_letters, &batch, p.offset, p.into()));
+            letters.extend(join_all(unjudged).await);
             for result in letters {
                 match result {
                     Ok(reason) => series.dead_letters.inc(reason),
                     Err(error) => return Err(BatchError::NotDelivered { what: Output::DeadLetter, error }),
                 }
             }
-            detected
+            Ok(())
         };
         ctx.spawn(work.into_actor(self).map(move |result, actor, ctx| {
             match result {

@@ -98,6 +98,7 @@ mod tests {
             "wrong_type",
             "bad_value",
             "implausible_event_time",
+            "internal_error",
         ]) {
             for name in [names::DECODE_ERRORS, names::DEAD_LETTERS] {
                 let series = format!("{name}{{pipeline=\"p-1\",reason=\"{reason}\"}}");
@@ -113,7 +114,7 @@ mod tests {
         }
         // Nothing that suggests a rebalance or a batch.
         assert!(!text.contains(names::REBALANCES) && !text.contains(names::RECORD_BATCH_SECONDS), "{text}");
-        assert_eq!(values(&text).len(), 3 + 10 * 2 + 4 + 4, "{text}");
+        assert_eq!(values(&text).len(), 3 + 11 * 2 + 4 + 4, "{text}");
     }
 
     #[test]

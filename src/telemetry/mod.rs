@@ -89,7 +89,11 @@ fn describe() {
     describe_gauge!(ASSIGNED_PARTITIONS, Unit::Count, "Partitions assigned to this process");
     describe_histogram!(RECORD_BATCH_SECONDS, Unit::Seconds, "Time to decode a batch and make its effects durable");
     describe_gauge!(CONSUMER_LAG, Unit::Count, "Records behind the partition's end, per partition");
-    describe_counter!(ACTOR_RESTARTS, Unit::Count, "Partition actors restarted by their supervisor");
+    describe_counter!(
+        ACTOR_RESTARTS,
+        Unit::Count,
+        "Actors (partition actors, detector shards) restarted by their supervisor"
+    );
     describe_counter!(KEY_MISALIGNMENTS, Unit::Count, "Rows whose key was seen on another partition before");
     describe_gauge!(PAUSED_PARTITIONS, Unit::Count, "Partitions paused because their batches are not done yet");
     describe_counter!(ALERTS, Unit::Count, "Alerts acknowledged by Kafka, by detector");

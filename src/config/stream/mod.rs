@@ -180,6 +180,10 @@ pub struct RowsConfig {
     /// the wall clock is a bad record (dead letter, reason
     /// `implausible_event_time`). Default `1h`; > 0.
     pub max_future: Duration,
+    /// `max_attempts`: how many times a record is tried when decoding or
+    /// judging it panics (a bug, never bad input) before it is a dead
+    /// letter (reason `internal_error`). Default 3; ≥ 1.
+    pub max_attempts: u32,
 }
 
 impl RowsConfig {
@@ -187,6 +191,8 @@ impl RowsConfig {
     pub const DEFAULT_MAX_KEY_BYTES: usize = 256;
     /// The default `max_future`.
     pub const DEFAULT_MAX_FUTURE: Duration = Duration::from_secs(3600);
+    /// The default `max_attempts`.
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 }
 
 /// Where a row's event time comes from.

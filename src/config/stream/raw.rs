@@ -91,6 +91,8 @@ pub(in crate::config) struct RawRows {
     pub max_key_bytes: Option<S<usize>>,
     /// How far ahead of the wall clock an event time may be. Default `1h`.
     pub max_future: Option<S<String>>,
+    /// Tries of a record that panics. Default 3.
+    pub max_attempts: Option<S<u32>>,
 }
 
 /// The closed set of detector types.

@@ -333,8 +333,11 @@ fn unknown_detector_type_and_enum_values_are_refused_at_their_line() {
 #[test]
 fn row_bounds_are_read_and_refused_when_they_bound_nothing() {
     let with = |extra: &str| BASE.replace("  event_time: created_at\n", &format!("  event_time: created_at\n{extra}"));
-    let p = ok(&with("  max_key_bytes: 64\n  max_future: 10m\n"));
-    assert_eq!((p.rows.max_key_bytes, p.rows.max_future), (64, Duration::from_secs(600)));
+    let p = ok(&with("  max_key_bytes: 64\n  max_future: 10m\n  max_attempts: 1\n"));
+    assert_eq!((p.rows.max_key_bytes, p.rows.max_future, p.rows.max_attempts), (64, Duration::from_secs(600), 1));
+    assert_eq!(ok(BASE).rows.max_attempts, 3);
+    let p = problem_at(&with("  max_attempts: 0\n"), "rows.max_attempts");
+    assert_eq!((p.line, p.message.as_str()), (Some(11), "must be ≥ 1 (got 0)"));
     let p = problem_at(&with("  max_key_bytes: 0\n"), "rows.max_key_bytes");
     assert_eq!((p.line, p.message.as_str()), (Some(11), "must be ≥ 1 (got 0)"));
     let p = problem_at(&with("  max_future: 0s\n"), "rows.max_future");

@@ -290,7 +290,15 @@ impl Validator<'_> {
             },
             None => RowsConfig::DEFAULT_MAX_FUTURE,
         };
-        RowsConfig { key, event_time, primary_key, ops, warm_ops, max_key_bytes, max_future }
+        let max_attempts = match &raw.max_attempts {
+            Some(n) if n.value == 0 => {
+                self.report(&n.referenced, "rows.max_attempts", "must be ≥ 1 (got 0)");
+                RowsConfig::DEFAULT_MAX_ATTEMPTS
+            }
+            Some(n) => n.value,
+            None => RowsConfig::DEFAULT_MAX_ATTEMPTS,
+        };
+        RowsConfig { key, event_time, primary_key, ops, warm_ops, max_key_bytes, max_future, max_attempts }
     }
 
     fn detectors(&mut self, raw: S<Vec<S<RawDetector>>>) -> Vec<DetectorConfig> {
