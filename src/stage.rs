@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::row::Row;
 
@@ -41,8 +42,21 @@ pub enum BatchError {
     Unavailable { stage: &'static str, reason: actix::MailboxError },
     /// Final: a delivery failed after all of librdkafka's retries. The
     /// pipeline stops without committing past the batch.
-    #[error("{what} not delivered: {error}")]
-    NotDelivered { what: Output, error: KafkaError },
+    #[error("{what} not delivered to topic {topic}: {error}{}", fix(.error))]
+    NotDelivered { what: Output, topic: String, error: KafkaError },
+}
+
+/// What to change when a delivery fails for good because of the topic's
+/// settings: only a misconfigured topic can refuse what vigil sends.
+fn fix(error: &KafkaError) -> &'static str {
+    match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::MessageSizeTooLarge) => {
+            " (the record is larger than the topic's max.message.bytes or the producer's message.max.bytes: \
+             raise the topic's max.message.bytes)"
+        }
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed) => " (grant the pipeline's principal Write on the topic)",
+        _ => "",
+    }
 }
 
 impl BatchError {
@@ -171,10 +185,17 @@ mod tests {
         assert_eq!(gone.to_string(), "detector shard unavailable: Mailbox has closed");
         let lost = BatchError::NotDelivered {
             what: Output::DeadLetter,
-            error: KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::MessageTimedOut),
+            topic: "dlq".into(),
+            error: KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
         };
         assert!(!lost.is_passing());
-        assert!(lost.to_string().starts_with("dead letter not delivered: "), "{lost}");
+        assert_eq!(lost.to_string(), "dead letter not delivered to topic dlq: Message production error: MessageTimedOut (Local: Message timed out)");
+        let refused = BatchError::NotDelivered {
+            what: Output::Alert,
+            topic: "alerts".into(),
+            error: KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+        };
+        assert!(refused.to_string().ends_with("raise the topic's max.message.bytes)"), "{refused}");
     }
 
     #[test]

@@ -44,7 +44,9 @@ async fn a_delivery_that_finally_fails_stops_the_pipeline_without_committing() {
     assert!(exited, "vigil stops by itself:\n{}", vigil.log());
     let status = vigil.exited().expect("exited");
     assert_eq!(status.code(), Some(1), "loudly: exit 1\n{}", vigil.log());
-    assert!(vigil.log().contains("alert not delivered"), "says why:\n{}", vigil.log());
+    let says_why = format!("alert not delivered to topic {alerts}");
+    assert!(vigil.log().contains(&says_why), "says why:\n{}", vigil.log());
+    assert!(vigil.log().contains("raise the topic's max.message.bytes"), "and the fix:\n{}", vigil.log());
     // Offsets 0..9 hold no alert, offset 9 (id 10) does: nothing at or past
     // it may be committed.
     let committed = committed(&input, &input).get(&0).copied().unwrap_or(0);

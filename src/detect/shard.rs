@@ -259,7 +259,10 @@ impl Handler<Detect> for DetectorShard {
             for result in join_all(sends).await {
                 match result {
                     Ok(detector) => setup.alerts_sent[detector].get().increment(1),
-                    Err(error) => return Err(BatchError::NotDelivered { what: Output::Alert, error }),
+                    Err(error) => {
+                        let topic = setup.alerts.topic().to_owned();
+                        return Err(BatchError::NotDelivered { what: Output::Alert, topic, error });
+                    }
                 }
             }
             Ok(given_up)

@@ -182,6 +182,10 @@ impl AlertSink {
         AlertSink { producer, topic }
     }
 
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
     /// Sends one alert and waits until Kafka acknowledges it.
     pub async fn send(&self, alert: Alert) -> Result<(), KafkaError> {
         let payload = alert.json.to_string();

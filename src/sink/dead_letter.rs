@@ -64,6 +64,10 @@ impl DeadLetters {
         DeadLetters { producer, topic, pipeline, max_record_bytes }
     }
 
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
     /// Sends one dead letter and waits until Kafka acknowledges it. A
     /// record too large for the topic goes with its key and value cut to
     /// fit and their original sizes in headers; the source coordinates in

@@ -250,7 +250,10 @@ impl Handler<Batch> for PartitionActor {
             for result in letters {
                 match result {
                     Ok(reason) => series.dead_letters.inc(reason),
-                    Err(error) => return Err(BatchError::NotDelivered { what: Output::DeadLetter, error }),
+                    Err(error) => {
+                        let topic = dead_letters.topic().to_owned();
+                        return Err(BatchError::NotDelivered { what: Output::DeadLetter, topic, error });
+                    }
                 }
             }
             Ok(())
