@@ -12,8 +12,8 @@
 //!
 //! Loading runs in three steps, each refusing the file with every problem
 //! it can find:
-//! 1. `${VAR}` / `${VAR:-default}` interpolation of the text
-//!    (`interpolate.rs`);
+//! 1. `${VAR}` / `${VAR:-default}` interpolation into the file's scalars,
+//!    never its structure (`interpolate.rs`);
 //! 2. strict parsing into the file's shape (the kind's `raw.rs`, its values
 //!    wrapped with their locations as `spanned.rs` says): unknown keys,
 //!    wrong types and YAML syntax stop here with one error naming line and
