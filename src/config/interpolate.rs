@@ -411,9 +411,12 @@ fn resolve(body: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
         Some((name, default)) => (name, Some(default)),
         None => (body, None),
     };
+    // Messages show the reference without its default, which may be a
+    // password written in the file.
+    let shown = if default.is_some() { format!("${{{name}:-…}}") } else { format!("${{{name}}}") };
     if !is_variable_name(name) {
         return Err(format!(
-            "`${{{body}}}`: expected ${{NAME}} or ${{NAME:-default}}, NAME made of letters, digits and _ (write $$ for a literal $)"
+            "`{shown}`: expected ${{NAME}} or ${{NAME:-default}}, NAME made of letters, digits and _ (write $$ for a literal $)"
         ));
     }
     let value = match (env(name), default) {
@@ -428,7 +431,7 @@ fn resolve(body: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
     };
     if value.contains(['\n', '\r']) {
         return Err(format!(
-            "`${{{body}}}`: the value holds a line break; values substituted into a pipeline file must be one line"
+            "`{shown}`: the value holds a line break; values substituted into a pipeline file must be one line"
         ));
     }
     Ok(value)
@@ -597,6 +600,15 @@ mod tests {
     fn line_breaks_in_values_are_refused() {
         let problems = run("a: ${B}\n", &[("B", "x\ny: 1")]).unwrap_err();
         assert!(problems[0].message.contains("line break"));
+    }
+
+    #[test]
+    fn messages_never_show_a_default() {
+        let problems = run("a: ${B:-hunter2}\nb: ${C D:-hunter2}\n", &[("B", "x\ny")]).unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        for p in problems {
+            assert!(!p.message.contains("hunter2"), "{}", p.message);
+        }
     }
 
     #[test]

@@ -24,8 +24,8 @@
 //!    `detectors[1].velocity.window: must be > 0 (got 0s)`.
 //!
 //! This module keeps what both kinds share: loading, the parse options and
-//! parse errors in the file's terms, durations, decimals, interpolation and
-//! [`ConfigError`]. The result holds plain values only (no locations, no
+//! parse errors in the file's terms, durations, decimals, interpolation,
+//! what counts as a secret ([`secret`]) and [`ConfigError`]. The result holds plain values only (no locations, no
 //! `Option` where a default exists), so the rest of vigil never re-checks a
 //! pipeline. Deliberately not here: building Kafka clients or detectors
 //! from these values, and checks that need a broker or a database (does
@@ -37,6 +37,7 @@ mod decimal;
 mod duration;
 mod error;
 mod interpolate;
+pub mod secret;
 mod spanned;
 pub mod stream;
 mod validator;

@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::secret;
+
 /// The table where vigil remembers which windows of each batch pipeline
 /// it has completed. Not configurable; no pipeline may use it as its
 /// readings or results table.
@@ -195,7 +197,8 @@ impl ResultsConfig {
 
 /// `results.kafka:`: each result row as JSON, keyed by group, published
 /// idempotently with `acks=all` before the window counts as completed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` masks secret properties (see [`crate::config::secret`]).
+#[derive(Clone, PartialEq, Eq)]
 pub struct KafkaOutputConfig {
     /// `brokers`: bootstrap servers. Required, non-empty.
     pub brokers: String,
@@ -204,6 +207,16 @@ pub struct KafkaOutputConfig {
     /// `properties`: extra librdkafka properties (TLS, SASL). Default none;
     /// the ones vigil sets itself are refused.
     pub properties: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaOutputConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaOutputConfig")
+            .field("brokers", &secret::without_url_passwords(&self.brokers))
+            .field("topic", &self.topic)
+            .field("properties", &secret::DebugProperties(&self.properties))
+            .finish()
+    }
 }
 
 /// A table name, optionally schema-qualified.

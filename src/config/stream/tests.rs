@@ -414,6 +414,27 @@ fn variables_reach_numbers_durations_decimals_and_properties_as_written() {
 }
 
 #[test]
+fn secrets_are_masked_in_debug() {
+    let text = BASE.replace(
+        "  group: g",
+        "  group: g\n  properties: {sasl.username: vigil, sasl.password: hunter2-a, SSL.Key.Password: hunter2-b, \
+         sasl.oauthbearer.client.secret: hunter2-c, ssl.key.pem: hunter2-d}",
+    );
+    let shown = format!("{:?}", ok(&text));
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("\"sasl.username\": \"vigil\""), "{shown}");
+    assert!(shown.contains("\"sasl.password\": \"***\""), "{shown}");
+}
+
+#[test]
+fn credentials_in_the_brokers_are_refused_without_repeating_them() {
+    let text = BASE.replace("brokers: k:9092", "brokers: 'SASL_SSL://vigil:hunter2@k:9092'");
+    let p = problem_at(&text, "source.brokers");
+    assert!(p.message.contains("sasl.password"), "{}", p.message);
+    assert!(!p.message.contains("hunter2"), "{}", p.message);
+}
+
+#[test]
 fn locations_after_a_substitution_point_into_the_file() {
     // `${G:-x}` (7 chars) becomes `x`; the bad topic after it (its opening
     // quote) stays at the file's column, 21, not the interpolated 15.
