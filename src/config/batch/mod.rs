@@ -115,6 +115,13 @@ impl PostgresConfig {
     pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+    /// The URL's password (percent-decoded), if it has one: to keep out of
+    /// errors.
+    pub fn password(&self) -> Option<String> {
+        let config = self.url.parse::<deadpool_postgres::tokio_postgres::Config>().ok()?;
+        config.get_password().map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+    }
+
     /// `host:port/database` of the URL, without user or password, for logs
     /// and errors. The URL was checked when the file was loaded.
     pub fn target(&self) -> String {
