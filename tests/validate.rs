@@ -2,7 +2,9 @@
 //!
 //! Every pipeline under `pipelines/` must validate (new files are picked up
 //! by the directory scan); the fixtures under `tests/fixtures/pipelines/`
-//! must be refused with the file, line and paths named. Needs no Kafka.
+//! must be refused with the file, line and paths named; no secret of a file
+//! or of the environment is ever printed, by `vigil validate` or by a
+//! `vigil run` that librdkafka refuses to start. Needs no Kafka.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -171,4 +173,109 @@ fn version_and_usage() {
     // No file: a usage error, not a pass.
     let out = vigil(&["validate"], &[]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+// ---------------------------------------------------------------- secrets
+
+/// A streaming pipeline whose broker nothing listens on, with `extra`
+/// lines under `source:`.
+fn stream_pipeline(extra: &str) -> String {
+    format!(
+        "name: secrets\nsource:\n  brokers: 127.0.0.1:1\n  topics: [in]\n  group: g\n{extra}\
+         format:\n  type: debezium-json\nrows:\n  key: user_id\n  event_time: created_at\n\
+         detectors:\n  - type: spend_anomaly\nsink:\n  alerts: out\n  dead_letters: dlq\n"
+    )
+}
+
+/// Writes `files` (name, text) into a fresh directory; returns its path.
+fn write_files(test: &str, files: &[(&str, &str)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vigil-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).expect("temp file");
+    }
+    dir
+}
+
+/// Runs `vigil ARGS...` with `envs`, killed after `limit`; returns its
+/// output and how long it took.
+fn vigil_within(args: &[&str], envs: &[(&str, &str)], limit: std::time::Duration) -> (Output, std::time::Duration) {
+    use std::process::Stdio;
+    let started = std::time::Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(args)
+        .envs(envs.iter().copied())
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the vigil binary runs");
+    while child.try_wait().expect("waiting for vigil").is_none() && started.elapsed() < limit {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    (child.wait_with_output().expect("vigil's output"), started.elapsed())
+}
+
+/// What no output may hold: every secret the files and environment give.
+const SECRETS: [&str; 4] = ["hunter2-secret", "hunter2-env", "hunter2-url", "hunter2-brokers"];
+
+fn assert_no_secret(out: &Output) {
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    for secret in SECRETS {
+        assert!(!stdout.contains(secret) && !stderr.contains(secret), "{secret} printed:\n{stdout}\n{stderr}");
+    }
+}
+
+#[test]
+fn secrets_are_never_printed() {
+    let typo = stream_pipeline(
+        "  properties:\n    sasl.username: vigil\n    sasl.pasword: hunter2-secret\n    \
+         sasl.password: ${VIGIL_TEST_PASSWORD}\n",
+    );
+    let bad_brokers = stream_pipeline("").replace("127.0.0.1:1", "'SASL_SSL://vigil:hunter2-brokers@k:9092'");
+    let bad_url = "name: t\nschedule: {every: 10m}\n\
+                   postgres: {url: 'postgres://vigil:hunter2-url@db:notaport/d', pool_size: 1}\n\
+                   readings: {table: r, group_by: g, value: v, time: t}\nresults: {table: out}\n";
+    let dir = write_files(
+        "secrets",
+        &[("typo.yaml", typo.as_str()), ("bad-brokers.yaml", bad_brokers.as_str()), ("bad-url.yaml", bad_url)],
+    );
+    let path = |name: &str| dir.join(name).to_str().expect("a UTF-8 path").to_owned();
+    let (typo, bad_brokers, bad_url) = (path("typo.yaml"), path("bad-brokers.yaml"), path("bad-url.yaml"));
+    // A hostile value from the environment: a comment, a key, a list.
+    let env = [("VIGIL_TEST_PASSWORD", "hunter2-env #x: [y")];
+    let limit = std::time::Duration::from_secs(20);
+
+    // The misspelled property is librdkafka's to know: the file validates.
+    let (out, _) = vigil_within(&["validate", &typo], &env, limit);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_no_secret(&out);
+
+    // The files with a bad value are refused, naming the file and the key.
+    let (out, _) = vigil_within(&["validate", &bad_url, &bad_brokers], &env, limit);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("{bad_url}:3:")) && stderr.contains(": postgres.url: "), "{stderr}");
+    assert!(stderr.contains(&format!("{bad_brokers}:3:")) && stderr.contains(": source.brokers: "), "{stderr}");
+    assert_no_secret(&out);
+    let (out, _) = vigil_within(&["run", "--metrics-addr", "127.0.0.1:0", &bad_url], &env, limit);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(": postgres.url: "), "{}", text(&out.stderr));
+    assert_no_secret(&out);
+
+    // `vigil run` creates its first Kafka client before contacting any
+    // broker, and librdkafka refuses the property there: it stops at once
+    // (a metadata request would wait 15 s), naming the property.
+    let (out, took) = vigil_within(&["run", "--metrics-addr", "127.0.0.1:0", &typo], &env, limit);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(took < std::time::Duration::from_secs(10), "took {took:?}:\n{stderr}");
+    assert!(
+        stderr.contains("secrets: creating a metadata client: librdkafka refused the property sasl.pasword"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("(value of sasl.pasword hidden)"), "{stderr}");
+    assert_no_secret(&out);
+    let _ = std::fs::remove_dir_all(&dir);
 }

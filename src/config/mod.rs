@@ -12,8 +12,8 @@
 //!
 //! Loading runs in three steps, each refusing the file with every problem
 //! it can find:
-//! 1. `${VAR}` / `${VAR:-default}` interpolation of the text
-//!    (`interpolate.rs`);
+//! 1. `${VAR}` / `${VAR:-default}` interpolation into the file's scalars,
+//!    never its structure (`interpolate.rs`);
 //! 2. strict parsing into the file's shape (the kind's `raw.rs`, its values
 //!    wrapped with their locations as `spanned.rs` says): unknown keys,
 //!    wrong types and YAML syntax stop here with one error naming line and
@@ -24,8 +24,8 @@
 //!    `detectors[1].velocity.window: must be > 0 (got 0s)`.
 //!
 //! This module keeps what both kinds share: loading, the parse options and
-//! parse errors in the file's terms, durations, decimals, interpolation and
-//! [`ConfigError`]. The result holds plain values only (no locations, no
+//! parse errors in the file's terms, durations, decimals, interpolation,
+//! what counts as a secret ([`secret`]) and [`ConfigError`]. The result holds plain values only (no locations, no
 //! `Option` where a default exists), so the rest of vigil never re-checks a
 //! pipeline. Deliberately not here: building Kafka clients or detectors
 //! from these values, and checks that need a broker or a database (does
@@ -37,6 +37,7 @@ mod decimal;
 mod duration;
 mod error;
 mod interpolate;
+pub mod secret;
 mod spanned;
 pub mod stream;
 mod validator;

@@ -53,6 +53,21 @@ impl Validator<'_> {
         value.value.clone()
     }
 
+    /// Kafka bootstrap servers: not empty, and without credentials, which
+    /// librdkafka would take for part of a host name (and log). The value
+    /// is not repeated: it may hold a password.
+    pub(super) fn brokers(&mut self, path: &str, brokers: &S<String>) -> String {
+        if brokers.value.contains('@') {
+            self.report(
+                &brokers.referenced,
+                path,
+                "holds a user or password (an `@`): Kafka takes credentials from the properties \
+                 (sasl.username, sasl.password), not from the broker address",
+            );
+        }
+        self.non_empty(path, brokers)
+    }
+
     pub(super) fn topic(&mut self, path: &str, topic: &S<String>) -> String {
         if let Some(message) = topic_problem(&topic.value) {
             self.report(&topic.referenced, path, message);

@@ -1,6 +1,7 @@
 //! Kafka clients, in one place: the consumer's and the durable producer's
-//! settings (with why vigil insists on each), client creation, the error
-//! log every client reports through ([`log`]), and [`ensure_topics`], the
+//! settings (with why vigil insists on each), client creation (whose
+//! errors never hold a property's value: [`CreateError`]), the error log
+//! every client reports through ([`log`]), and [`ensure_topics`], the
 //! start-time check every pipeline kind makes of the topics it names.
 //!
 //! Deliberately not here: what is consumed or produced. The source, the
@@ -12,14 +13,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::FromClientConfigAndContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
 
-use crate::config::Pipeline;
+use crate::config::{secret, Pipeline};
 use log::{ErrorLog, LoggedContext};
 
 crate::label_values! {
@@ -97,20 +98,59 @@ pub fn durable_producer_config(
     config
 }
 
+/// A Kafka client librdkafka would not create, told without the value of
+/// any property: librdkafka's own message names a refused property and its
+/// value, and a misspelled name (`sasl.pasword`) cannot be known for a
+/// secret's by its name, so no refused value is ever shown.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// librdkafka refused a property: an unknown name, or a bad value.
+    #[error("librdkafka refused the property {name}: {reason} (value of {name} hidden)")]
+    Property { name: String, reason: String },
+    /// librdkafka would not create the client for another reason: rdkafka's
+    /// message, with the values of secret properties hidden.
+    #[error("{0}")]
+    Client(String),
+}
+
+impl CreateError {
+    /// `err`, from creating a client of `config`, without its values.
+    fn new(err: KafkaError, config: &ClientConfig) -> Self {
+        match err {
+            KafkaError::ClientConfig(_, reason, name, value) => {
+                CreateError::Property { reason: secret::hide(&reason, [value.as_str()]), name }
+            }
+            other => {
+                let names = config.config_map().into_keys().filter(|name| secret::is_secret_property(name));
+                CreateError::Client(secret::hide(&other.to_string(), names.filter_map(|name| config.get(name))))
+            }
+        }
+    }
+}
+
+/// A client of `config` with `context`. Every Kafka client of vigil is
+/// created here, so none can print a property's value.
+pub fn create<C: ClientContext, T: FromClientConfigAndContext<C>>(
+    config: &ClientConfig,
+    context: C,
+) -> Result<T, CreateError> {
+    T::from_config_and_context(config, context).map_err(|err| CreateError::new(err, config))
+}
+
 /// The producer of alerts, dead letters and batch results.
 pub type DurableProducer = FutureProducer<LoggedContext>;
 
 /// A [`DurableProducer`] from `config`, its errors counted and logged as
 /// those of `pipeline`'s `client`.
-pub fn create_producer(config: &ClientConfig, pipeline: &str, client: Client) -> KafkaResult<DurableProducer> {
-    FutureProducer::from_config_and_context(config, LoggedContext { errors: ErrorLog::new(pipeline, client) })
+pub fn create_producer(config: &ClientConfig, pipeline: &str, client: Client) -> Result<DurableProducer, CreateError> {
+    create(config, LoggedContext { errors: ErrorLog::new(pipeline, client) })
 }
 
 /// Why the topics a pipeline names could not be confirmed.
 #[derive(Debug, thiserror::Error)]
 pub enum TopicsError {
     #[error("creating a metadata client: {0}")]
-    Client(KafkaError),
+    Client(CreateError),
     #[error("Kafka did not answer: {0}")]
     Unreachable(KafkaError),
     /// The broker answered; these topics are not among its topics.
@@ -129,7 +169,8 @@ pub async fn ensure_topics(
     properties: &BTreeMap<String, String>,
     topics: Vec<String>,
 ) -> Result<(), TopicsError> {
-    let consumer: BaseConsumer = base_config(brokers, properties).create().map_err(TopicsError::Client)?;
+    let consumer: BaseConsumer =
+        create(&base_config(brokers, properties), DefaultConsumerContext).map_err(TopicsError::Client)?;
     let check = move || {
         let metadata = consumer.fetch_metadata(None, Duration::from_secs(15)).map_err(TopicsError::Unreachable)?;
         let missing: Vec<String> = topics
@@ -160,7 +201,7 @@ pub async fn record_limit(
     let producer_limit =
         properties.get("message.max.bytes").and_then(|v| v.parse().ok()).unwrap_or(LIBRDKAFKA_MESSAGE_MAX_BYTES);
     let admin: AdminClient<DefaultClientContext> =
-        base_config(brokers, properties).create().map_err(TopicsError::Client)?;
+        create(&base_config(brokers, properties), DefaultClientContext).map_err(TopicsError::Client)?;
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(15)));
     let answers =
         admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &options).await.map_err(TopicsError::Unreachable)?;
@@ -191,5 +232,38 @@ mod tests {
         assert_eq!(get(&config, "message.timeout.ms"), Some("90000"));
         assert_eq!(get(&config, "security.protocol"), Some("SASL_SSL"));
         assert_eq!(get(&config, "bootstrap.servers"), Some("b:9092"));
+    }
+
+    fn properties(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// librdkafka refuses these when the client is created, before it
+    /// contacts any broker; its message holds the value, ours does not.
+    #[test]
+    fn a_refused_property_is_named_and_its_value_hidden() {
+        let cases = [
+            (("sasl.pasword", "hunter2-typo"), "No such configuration property"),
+            (("security.protocol", "hunter2-proto"), "Invalid value"),
+            (("ssl.key.password", "hunter2\0nul"), ""),
+        ];
+        for ((name, value), says) in cases {
+            let config = durable_producer_config("127.0.0.1:1", &properties(&[(name, value)]), Duration::from_secs(1));
+            let Err(err) = create_producer(&config, "p", Client::Producer) else { panic!("{name} accepted") };
+            let (shown, debug) = (err.to_string(), format!("{err:?}"));
+            assert!(!shown.contains("hunter2") && !debug.contains("hunter2"), "{shown} / {debug}");
+            assert!(shown.contains(says), "{shown}");
+            if let CreateError::Property { name: refused, .. } = &err {
+                assert_eq!(refused, name);
+                assert!(shown.contains(&format!("value of {name} hidden")), "{shown}");
+            }
+        }
+    }
+
+    #[test]
+    fn other_creation_errors_hide_the_values_of_secret_properties() {
+        let config = base_config("b:9092", &properties(&[("sasl.password", "hunter2"), ("acks", "all")]));
+        let err = CreateError::new(KafkaError::ClientCreation("bad hunter2 for all".into()), &config);
+        assert_eq!(err.to_string(), "Client creation error: bad *** for all");
     }
 }

@@ -11,6 +11,8 @@ use std::error::Error as StdError;
 
 use deadpool_postgres::tokio_postgres;
 
+use crate::config::secret;
+
 /// The job cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -93,6 +95,18 @@ impl RunError {
         }
     }
 
+    /// The error with every occurrence of `secret` hidden from its text.
+    pub(super) fn hiding(self, secret: &str) -> Self {
+        let hide = |text: String| secret::hide(&text, [secret]);
+        match self {
+            RunError::Unavailable { target, reason } => RunError::Unavailable { target, reason: hide(reason) },
+            RunError::Statement { target, what, reason } => RunError::Statement { target, what, reason: hide(reason) },
+            RunError::Readings { table, target, reason } => RunError::Readings { table, target, reason: hide(reason) },
+            RunError::Kafka { topic, reason } => RunError::Kafka { topic, reason: hide(reason) },
+            RunError::Panicked(message) => RunError::Panicked(hide(message)),
+        }
+    }
+
     /// Classifies an error of the pool (connecting, or recycling).
     pub(super) fn pool(target: &str, err: deadpool_postgres::PoolError) -> Self {
         use deadpool_postgres::PoolError as P;
@@ -135,6 +149,12 @@ mod tests {
     fn chains_sources_once() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         assert_eq!(chain(&Outer(io)), "outer: refused");
+    }
+
+    #[test]
+    fn hiding_removes_a_secret_from_every_reason() {
+        let e = RunError::Statement { target: "h:5432/d".into(), what: "x", reason: "no hunter2 here: hunter2".into() };
+        assert_eq!(e.hiding("hunter2").to_string(), "PostgreSQL at h:5432/d: x failed: no *** here: ***");
     }
 
     #[test]

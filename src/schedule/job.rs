@@ -73,6 +73,8 @@ pub struct Job {
     sql: Statements,
     lock_key: i64,
     target: String,
+    /// The URL's password, hidden from the errors of runs.
+    password: Option<String>,
     output: Option<KafkaOutput>,
     series: Arc<BatchSeries>,
     /// Tables created (or found) since the last failure.
@@ -94,6 +96,7 @@ impl Job {
             sql: Statements::new(&pipeline),
             lock_key: sql::lock_key(&pipeline.name),
             target: pipeline.postgres.target(),
+            password: pipeline.postgres.password(),
             pool,
             output,
             series: Arc::new(BatchSeries::register(&pipeline.name)),
@@ -130,8 +133,17 @@ impl Job {
 
     /// Runs the job as of `now` (µs since the epoch): every due window
     /// since the last completed one, plus recomputations; see the module
-    /// doc and `window.rs`.
+    /// doc and `window.rs`. An error never holds the URL's password (no
+    /// driver message is known to quote it; this makes sure).
     pub async fn run(&mut self, now: i64) -> Result<RunOutcome, RunError> {
+        let password = self.password.clone();
+        self.run_windows(now).await.map_err(|e| match &password {
+            Some(password) => e.hiding(password),
+            None => e,
+        })
+    }
+
+    async fn run_windows(&mut self, now: i64) -> Result<RunOutcome, RunError> {
         let lock_conn = self.pool.get().await.map_err(|e| RunError::pool(&self.target, e))?;
         let taken: bool = lock_conn
             .query_one(sql::TRY_LOCK, &[&self.lock_key])
@@ -425,5 +437,24 @@ mod tests {
         for t in [0, 1, 1_795_600_800_000_000, -1, -86_400_000_001] {
             assert_eq!(from(at(t)), t);
         }
+    }
+
+    /// Nothing listens on port 1: connecting fails at once, no PostgreSQL
+    /// needed.
+    #[tokio::test]
+    async fn a_failed_connection_never_shows_the_password() {
+        let text = "name: t\nschedule: {every: 10m}\n\
+                    postgres: {url: 'postgres://vigil:hunter2-pg@127.0.0.1:1/db', connect_timeout: 2s}\n\
+                    readings: {table: r, group_by: g, value: v, time: t}\nresults: {table: out}\n";
+        let Ok(crate::config::PipelineDef::Batch(pipeline)) = crate::config::load_any_str("b.yaml", text, |_| None)
+        else {
+            panic!("not a batch pipeline")
+        };
+        let mut job = Job::new(Arc::new(pipeline)).expect("a pool, not connected yet");
+        let Err(err) = job.run(0).await else { panic!("connected to port 1") };
+        let shown = format!("{err} {err:?}");
+        assert!(matches!(err, RunError::Unavailable { .. }), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("127.0.0.1:1/db"), "{shown}");
     }
 }

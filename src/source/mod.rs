@@ -29,12 +29,12 @@ use std::thread::JoinHandle;
 
 use actix::prelude::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::KafkaError;
 
 use crate::config::Pipeline;
 use crate::decode::DecodeOptions;
 use crate::kafka::log::ErrorLog;
-use crate::kafka::{consumer_config, Client};
+use crate::kafka::{consumer_config, create, Client, CreateError};
 use crate::sink::dead_letter::DeadLetters;
 use crate::stage::Downstream;
 use crate::telemetry::Health;
@@ -46,6 +46,19 @@ use records::RecordsQueue;
 pub struct Source {
     shutdown: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Why a source could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("creating the consumer: {0}")]
+    Consumer(#[from] CreateError),
+    #[error("librdkafka gave the consumer no queue")]
+    NoQueue,
+    #[error("subscribing: {0}")]
+    Subscribe(KafkaError),
+    #[error("starting the poll thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// What a source needs besides its pipeline.
@@ -63,7 +76,7 @@ pub struct SourceParts {
 
 impl Source {
     /// Subscribes and starts the poll thread.
-    pub fn start(parts: SourceParts) -> KafkaResult<Source> {
+    pub fn start(parts: SourceParts) -> Result<Source, StartError> {
         let pipeline = Arc::clone(&parts.pipeline);
         let shutdown = Arc::new(AtomicBool::new(false));
         let (control_tx, control_rx) = mpsc::channel();
@@ -76,24 +89,22 @@ impl Source {
             control: control_tx,
             arenas: Arc::new(BufferPool::default()),
         };
-        let consumer: BaseConsumer<SourceContext> = consumer_config(&pipeline).create_with_context(context)?;
-        let records = RecordsQueue::new(&consumer)
-            .map(Arc::new)
-            .ok_or_else(|| rdkafka::error::KafkaError::ClientCreation("librdkafka gave no queue".into()))?;
+        let consumer: BaseConsumer<SourceContext> = create(&consumer_config(&pipeline), context)?;
+        let records = RecordsQueue::new(&consumer).map(Arc::new).ok_or(StartError::NoQueue)?;
         if let Ok(mut state) = consumer.context().state.lock() {
             state.records = Some(Arc::clone(&records));
         }
         let topics: Vec<&str> = pipeline.source.topics.iter().map(String::as_str).collect();
         if let Err(e) = consumer.subscribe(&topics) {
             poll::release_records(&consumer);
-            return Err(e);
+            return Err(StartError::Subscribe(e));
         }
         let consumer = Arc::new(consumer);
         let flag = Arc::clone(&shutdown);
         let thread = std::thread::Builder::new()
             .name(format!("poll-{}", pipeline.name))
             .spawn(move || poll::poll_loop(consumer, records, flag, control_rx))
-            .map_err(|e| rdkafka::error::KafkaError::ClientCreation(e.to_string()))?;
+            .map_err(StartError::Thread)?;
         Ok(Source { shutdown, thread: Some(thread) })
     }
 

@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::secret;
+
 /// The table where vigil remembers which windows of each batch pipeline
 /// it has completed. Not configurable; no pipeline may use it as its
 /// readings or results table.
@@ -113,6 +115,13 @@ impl PostgresConfig {
     pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+    /// The URL's password (percent-decoded), if it has one: to keep out of
+    /// errors.
+    pub fn password(&self) -> Option<String> {
+        let config = self.url.parse::<deadpool_postgres::tokio_postgres::Config>().ok()?;
+        config.get_password().map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+    }
+
     /// `host:port/database` of the URL, without user or password, for logs
     /// and errors. The URL was checked when the file was loaded.
     pub fn target(&self) -> String {
@@ -195,7 +204,8 @@ impl ResultsConfig {
 
 /// `results.kafka:`: each result row as JSON, keyed by group, published
 /// idempotently with `acks=all` before the window counts as completed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` masks secret properties (see [`crate::config::secret`]).
+#[derive(Clone, PartialEq, Eq)]
 pub struct KafkaOutputConfig {
     /// `brokers`: bootstrap servers. Required, non-empty.
     pub brokers: String,
@@ -204,6 +214,16 @@ pub struct KafkaOutputConfig {
     /// `properties`: extra librdkafka properties (TLS, SASL). Default none;
     /// the ones vigil sets itself are refused.
     pub properties: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaOutputConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaOutputConfig")
+            .field("brokers", &secret::without_url_passwords(&self.brokers))
+            .field("topic", &self.topic)
+            .field("properties", &secret::DebugProperties(&self.properties))
+            .finish()
+    }
 }
 
 /// A table name, optionally schema-qualified.

@@ -3,6 +3,10 @@
 //!
 //! Shape only: durations, names and cross-field rules are checked in
 //! `validate.rs`, so every bad value is reported at once.
+//!
+//! No `Debug` on the structs holding the PostgreSQL URL or Kafka
+//! properties (nor on those around them): their values are as written,
+//! secrets included; the validated types mask them.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +16,7 @@ use super::TimeType;
 use crate::config::spanned::S;
 
 /// The whole file.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(in crate::config) struct RawBatchPipeline {
     /// Pipeline name. Required.
@@ -42,7 +46,7 @@ pub(in crate::config) struct RawSchedule {
 }
 
 /// `postgres:`
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(in crate::config) struct RawPostgres {
     /// Connection URL. Required.
@@ -72,7 +76,7 @@ pub(in crate::config) struct RawReadings {
 }
 
 /// `results:`
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(in crate::config) struct RawResults {
     /// `name` or `schema.name`. Required.
@@ -84,7 +88,7 @@ pub(in crate::config) struct RawResults {
 }
 
 /// `results.kafka:`
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(in crate::config) struct RawKafkaOutput {
     /// Bootstrap servers. Required.

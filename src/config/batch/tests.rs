@@ -282,3 +282,35 @@ fn variables_are_interpolated() {
     let PipelineDef::Batch(p) = p else { panic!() };
     assert_eq!(p.postgres.target(), "b:1/c");
 }
+
+#[test]
+fn secrets_are_masked_in_debug() {
+    let text = BASE.replace(
+        "  table: temperature_averages\n",
+        "  table: temperature_averages\n  kafka: {brokers: 'k:9092', topic: t, \
+         properties: {sasl.username: vigil, sasl.password: hunter2-kafka}}\n",
+    );
+    let shown = format!("{:?}", ok(&text));
+    assert!(!shown.contains("secret"), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("\"sasl.username\": \"vigil\""), "{shown}");
+    assert!(shown.contains("db.example:5433/readings"), "{shown}");
+}
+
+#[test]
+fn a_password_with_a_raw_at_sign_is_refused_without_repeating_it() {
+    let text = BASE.replace("u:secret@", "u:sec@ret@");
+    let p = problem_at(&text, "postgres.url", "write it as %40");
+    assert!(!p.message.contains("sec"), "{}", p.message);
+    assert_eq!(ok(&BASE.replace("u:secret@", "u:sec%40ret@")).postgres.target(), "db.example:5433/readings");
+}
+
+#[test]
+fn credentials_in_the_brokers_are_refused_without_repeating_them() {
+    let text = BASE.replace(
+        "  table: temperature_averages\n",
+        "  table: temperature_averages\n  kafka: {brokers: 'SASL_SSL://u:hunter2@k:9092', topic: t}\n",
+    );
+    let p = problem_at(&text, "results.kafka.brokers", "sasl.password");
+    assert!(!p.message.contains("hunter2"), "{}", p.message);
+}

@@ -138,14 +138,23 @@ fn schedule(v: &mut Validator<'_>, raw: S<RawSchedule>) -> ScheduleConfig {
 fn postgres(v: &mut Validator<'_>, raw: S<RawPostgres>) -> PostgresConfig {
     let raw = raw.value;
     let url = v.non_empty("postgres.url", &raw.url);
+    // The URL itself is never repeated: it may hold a password.
     if !url.trim().is_empty() {
-        if let Err(e) = url.parse::<deadpool_postgres::tokio_postgres::Config>() {
-            // The URL itself is not repeated: it may hold a password.
-            v.report(
+        use deadpool_postgres::tokio_postgres::config::{Config, Host};
+        match url.parse::<Config>() {
+            Err(e) => v.report(
                 &raw.url.referenced,
                 "postgres.url",
                 format!("not a PostgreSQL connection URL ({e}); write postgres://USER:PASSWORD@HOST:PORT/DATABASE"),
-            );
+            ),
+            // The user part ends at the first `@`: the rest of a password
+            // holding one would be taken for the host, and printed as it.
+            Ok(config) if config.get_hosts().iter().any(|h| matches!(h, Host::Tcp(h) if h.contains('@'))) => v.report(
+                &raw.url.referenced,
+                "postgres.url",
+                "the password holds an `@`: write it as %40 (the user part of the URL ends at its first `@`)",
+            ),
+            Ok(_) => {}
         }
     }
     let pool_size = match &raw.pool_size {
@@ -273,7 +282,7 @@ fn results(v: &mut Validator<'_>, raw: S<RawResults>, readings: &ReadingsConfig)
 }
 
 fn kafka(v: &mut Validator<'_>, raw: RawKafkaOutput) -> KafkaOutputConfig {
-    let brokers = v.non_empty("results.kafka.brokers", &raw.brokers);
+    let brokers = v.brokers("results.kafka.brokers", &raw.brokers);
     let topic = v.topic("results.kafka.topic", &raw.topic);
     let mut properties = BTreeMap::new();
     for (key, value) in raw.properties.unwrap_or_default() {

@@ -13,12 +13,14 @@ pub(super) mod raw;
 pub(super) mod validate;
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
+use crate::config::secret;
 use crate::row::Op;
 
 /// One pipeline, validated: Kafka topics in, detectors, alerts out.
@@ -66,7 +68,8 @@ impl Pipeline {
 }
 
 /// `source:`: the Kafka topics Debezium writes to, and how to consume them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` masks secret properties (see [`crate::config::secret`]).
+#[derive(Clone, PartialEq, Eq)]
 pub struct SourceConfig {
     /// `brokers`: bootstrap servers, `host:port[,host:port...]`
     /// (librdkafka `bootstrap.servers`). Required, non-empty.
@@ -84,6 +87,18 @@ pub struct SourceConfig {
     /// (numbers and booleans as written). Default none. Properties vigil
     /// sets itself are refused (see `validate.rs`).
     pub properties: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for SourceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceConfig")
+            .field("brokers", &secret::without_url_passwords(&self.brokers))
+            .field("topics", &self.topics)
+            .field("group", &self.group)
+            .field("start_from", &self.start_from)
+            .field("properties", &secret::DebugProperties(&self.properties))
+            .finish()
+    }
 }
 
 /// Where a consumer group without a committed offset starts reading

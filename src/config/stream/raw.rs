@@ -14,6 +14,9 @@
 //! detector, and errors then point at the detector's first line instead of
 //! the misspelled key. Which fields belong to which type is checked in
 //! `validate.rs`, with the location of the offending key.
+//!
+//! No `Debug` on [`RawSource`] (nor on the file around it): its properties
+//! are as written, secrets included; the validated `SourceConfig` masks them.
 
 use std::collections::BTreeMap;
 
@@ -24,7 +27,7 @@ use crate::config::spanned::S;
 use crate::row::Op;
 
 /// The whole file.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(in crate::config) struct RawPipeline {
     /// Pipeline name, labels metrics. Required.
@@ -42,7 +45,7 @@ pub(in crate::config) struct RawPipeline {
 }
 
 /// `source:`
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(in crate::config) struct RawSource {
     /// Kafka bootstrap servers, comma-separated. Required.

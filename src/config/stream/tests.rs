@@ -392,6 +392,52 @@ fn unset_variable_is_refused_with_file_line_column_and_name() {
 }
 
 #[test]
+fn variables_reach_numbers_durations_decimals_and_properties_as_written() {
+    let text = with_detectors(
+        "  - type: spend_anomaly\n    history: ${H:-50}\n    factor: ${F:-2.5}\n\
+         \x20 - type: velocity_score\n    velocity: {window: ${W:-60s}, max_count: ${N:-5}}\n\
+         \x20   high_amount: {threshold: ${T:-4000.00}}\n",
+    )
+    .replace("  group: g", "  group: g\n  properties: {sasl.password: ${PW}, fetch.min.bytes: ${MIN}}");
+    let password = "a #b: [c, {d}] 'e\" &f *g !h |i";
+    let env = |name: &str| match name {
+        "PW" => Some(password.to_owned()),
+        "MIN" => Some("1024".to_owned()),
+        _ => None,
+    };
+    let p = load_str("t.yaml", &text, env).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(p.source.properties.get("sasl.password").map(String::as_str), Some(password));
+    assert_eq!(p.source.properties.get("fetch.min.bytes").map(String::as_str), Some("1024"));
+    assert_eq!(p.source.properties.len(), 2);
+    let DetectorKind::SpendAnomaly(s) = &p.detectors[0].kind else { panic!("{p:?}") };
+    assert_eq!((s.history, s.factor), (50, dec("2.5")));
+    let DetectorKind::VelocityScore(v) = &p.detectors[1].kind else { panic!("{p:?}") };
+    assert_eq!(v.velocity, Some(VelocityRule { window: Duration::from_secs(60), max_count: 5, points: 40 }));
+    assert_eq!(v.high_amount.as_ref().map(|h| h.threshold), Some(dec("4000.00")));
+}
+
+#[test]
+fn secrets_are_masked_in_debug() {
+    let text = BASE.replace(
+        "  group: g",
+        "  group: g\n  properties: {sasl.username: vigil, sasl.password: hunter2-a, SSL.Key.Password: hunter2-b, \
+         sasl.oauthbearer.client.secret: hunter2-c, ssl.key.pem: hunter2-d}",
+    );
+    let shown = format!("{:?}", ok(&text));
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("\"sasl.username\": \"vigil\""), "{shown}");
+    assert!(shown.contains("\"sasl.password\": \"***\""), "{shown}");
+}
+
+#[test]
+fn credentials_in_the_brokers_are_refused_without_repeating_them() {
+    let text = BASE.replace("brokers: k:9092", "brokers: 'SASL_SSL://vigil:hunter2@k:9092'");
+    let p = problem_at(&text, "source.brokers");
+    assert!(p.message.contains("sasl.password"), "{}", p.message);
+    assert!(!p.message.contains("hunter2"), "{}", p.message);
+}
+
+#[test]
 fn locations_after_a_substitution_point_into_the_file() {
     // `${G:-x}` (7 chars) becomes `x`; the bad topic after it (its opening
     // quote) stays at the file's column, 21, not the interpolated 15.

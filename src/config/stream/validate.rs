@@ -115,7 +115,7 @@ impl Validator<'_> {
 
     fn source(&mut self, raw: S<RawSource>) -> SourceConfig {
         let raw = raw.value;
-        let brokers = self.non_empty("source.brokers", &raw.brokers);
+        let brokers = self.brokers("source.brokers", &raw.brokers);
         let group = self.non_empty("source.group", &raw.group);
 
         if raw.topics.value.is_empty() {
