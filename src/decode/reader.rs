@@ -164,14 +164,16 @@ impl<'a> Reader<'a> {
     /// An integer (i64) or null; `field` names it in the error otherwise.
     pub fn int_or_null(&mut self, field: &str) -> Result<Option<i64>, DecodeError> {
         let at = self.pos;
-        match self.value()? {
-            Json::Int(i) => Ok(Some(i)),
-            Json::Null => Ok(None),
-            _ => {
-                self.pos = at;
-                self.wrong(field, "an integer")
+        // A container is skipped, not read as a value: reading `{"scale":`
+        // would come back here, nested as deep as the record goes.
+        if !matches!(self.peek(), Some(b'{' | b'[')) {
+            match self.value()? {
+                Json::Int(i) => return Ok(Some(i)),
+                Json::Null => return Ok(None),
+                _ => self.pos = at,
             }
         }
+        self.wrong(field, "an integer")
     }
 
     fn wrong<T>(&mut self, field: &str, expected: &str) -> Result<T, DecodeError> {

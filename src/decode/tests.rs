@@ -572,3 +572,27 @@ fn values_from_a_record_are_quoted_short() {
     let e = d.decode(Some(&huge), 1).expect_err("not a decimal");
     assert!(e.to_string().len() < 200, "{e}");
 }
+
+/// The captured create envelope as its text, with the after image's `id`
+/// value replaced by `value` (the schema block's bytes untouched, so a
+/// decoder that has read the capture reads it by its cached schema).
+fn create_with_id(value: &str) -> Vec<u8> {
+    let text = std::str::from_utf8(CREATE).expect("UTF-8");
+    let at = r#""after":{"id":5,"#;
+    assert!(text.contains(at), "the capture's after image");
+    text.replacen(at, &format!(r#""after":{{"id":{value},"#), 1).into_bytes()
+}
+
+#[test]
+fn a_scale_nested_in_scales_is_an_error_not_a_stack_overflow() {
+    let n = 100_000;
+    let nested = format!("{}1{}", r#"{"scale":"#.repeat(n), "}".repeat(n));
+    let record = create_with_id(&nested);
+    let mut d = decoder(&[Op::Create]);
+    row(d.decode(Some(CREATE), 1));
+    // Read by its cached schema and the capture's shape: a projected
+    // column read as a value, the nesting not checked before.
+    let e = d.decode(Some(&record), 2).expect_err("nested too deeply");
+    assert_eq!(e.reason().as_label(), "bad_json");
+    assert_eq!(decoder(&[Op::Create]).decode(Some(&record), 2), Err(e));
+}
