@@ -14,9 +14,12 @@ use std::borrow::Cow;
 use super::value::Json;
 use super::DecodeError;
 
-/// Containers nested deeper than this are refused (serde_json's limit):
-/// skipping recurses, and a record must not exhaust the stack.
-const MAX_DEPTH: u32 = 128;
+/// Containers nested deeper than this below where skipping starts are
+/// refused: skipping recurses, and a record must not exhaust the stack.
+/// serde_json refuses a 128th level; the decoder's own reads stand at most
+/// four levels down (record, payload, row image, a VariableScaleDecimal's
+/// object), so no record it reads nests deeper than serde_json reads.
+const MAX_DEPTH: u32 = 127 - 4;
 
 pub struct Reader<'a> {
     text: &'a str,

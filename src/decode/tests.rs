@@ -469,6 +469,12 @@ fn shaped_reads_agree_with_key_by_key_reads() {
     }
 }
 
+/// What decoding a record came to, an error by its reason (its text says
+/// where the reader stopped, which differs from path to path).
+fn outcome(result: Result<Decoded, DecodeError>) -> Result<Decoded, &'static str> {
+    result.map_err(|e| e.reason().as_label())
+}
+
 /// A record whose schema block is cached is read from its payload alone
 /// (the fast paths: the whole record, or a batch's record held without its
 /// shared prefix); whatever the payload holds, the result (row, skip, or
@@ -477,7 +483,6 @@ fn shaped_reads_agree_with_key_by_key_reads() {
 #[test]
 fn cached_schema_reads_agree_with_first_reads() {
     let opts = options(&[Op::Create, Op::Update, Op::Delete, Op::Read]);
-    let outcome = |r: Result<Decoded, DecodeError>| r.map_err(|e| e.reason().as_label());
     for fixture in [CREATE, UPDATE, DELETE] {
         let len = envelope_prefix_len(fixture).expect("a schema-enabled fixture");
         let prefix = &fixture[..len];
@@ -595,4 +600,39 @@ fn a_scale_nested_in_scales_is_an_error_not_a_stack_overflow() {
     let e = d.decode(Some(&record), 2).expect_err("nested too deeply");
     assert_eq!(e.reason().as_label(), "bad_json");
     assert_eq!(decoder(&[Op::Create]).decode(Some(&record), 2), Err(e));
+}
+
+/// serde_json refuses a record nested 128 levels deep, counted from its
+/// top: wherever the nesting stands, and whichever path reads the record,
+/// so does the decoder.
+#[test]
+fn nesting_serde_json_refuses_is_refused_wherever_it_stands() {
+    let text = std::str::from_utf8(CREATE).expect("UTF-8");
+    // A top-level key, a payload key, an unread column, a source key, and
+    // a VariableScaleDecimal's: from one to four levels down.
+    let places = [
+        (r#"{"schema":"#, r#"{"extra":NESTED,"schema":"#),
+        (r#""transaction":null"#, r#""transaction":NESTED"#),
+        (r#""merchant":"shop""#, r#""merchant":NESTED"#),
+        (r#""xmin":null"#, r#""xmin":NESTED"#),
+        (r#""after":{"id":5,"#, r#""after":{"id":{"scale":0,"value":"BQ==","x":NESTED},"#),
+    ];
+    let mut warm = decoder(&[Op::Create]);
+    row(warm.decode(Some(CREATE), 1));
+    for (from, to) in places {
+        assert!(text.contains(from), "{from}");
+        for depth in 100..=130 {
+            let nested = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+            let record = text.replacen(from, &to.replace("NESTED", &nested), 1).into_bytes();
+            if serde_json::from_slice::<Json>(&record).is_ok() {
+                continue;
+            }
+            let fresh = decoder(&[Op::Create]).decode(Some(&record), 2);
+            assert_eq!(outcome(fresh), Err("bad_json"), "{to} at depth {depth}");
+            assert_eq!(outcome(warm.decode(Some(&record), 2)), Err("bad_json"), "{to} at depth {depth}, warm");
+        }
+    }
+    // Deep, but not too deep.
+    let nested = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+    row(warm.decode(Some(text.replacen(r#""shop""#, &nested, 1).as_bytes()), 3));
 }
