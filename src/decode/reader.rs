@@ -275,10 +275,11 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Checks a number's form without computing its value; whether it is
-    /// an integer (no fraction, no exponent).
+    /// Checks a number's form (and, with an exponent or many digits, its
+    /// range) without computing its value; whether it is an integer (no
+    /// fraction, no exponent).
     fn skip_number(&mut self) -> Result<bool, DecodeError> {
-        let bytes = self.bytes();
+        let (bytes, start) = (self.bytes(), self.pos);
         self.pos += usize::from(bytes.get(self.pos) == Some(&b'-'));
         match bytes.get(self.pos) {
             Some(b'0') => self.pos += 1,
@@ -291,13 +292,21 @@ impl<'a> Reader<'a> {
             self.digits()?;
             integer = false;
         }
+        let mut exponent = false;
         if matches!(bytes.get(self.pos), Some(b'e' | b'E')) {
             self.pos += 1;
             if matches!(bytes.get(self.pos), Some(b'+' | b'-')) {
                 self.pos += 1;
             }
             self.digits()?;
-            integer = false;
+            (integer, exponent) = (false, true);
+        }
+        // serde_json refuses a number beyond f64's range (1e999, 309
+        // digits), skipped or not; one of 308 bytes without an exponent is
+        // within it.
+        if (exponent || self.pos - start > 308) && !self.text[start..self.pos].parse::<f64>().is_ok_and(f64::is_finite)
+        {
+            return Err(self.syntax("number out of range"));
         }
         Ok(integer)
     }

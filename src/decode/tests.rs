@@ -636,3 +636,35 @@ fn nesting_serde_json_refuses_is_refused_wherever_it_stands() {
     let nested = format!("{}1{}", "[".repeat(100), "]".repeat(100));
     row(warm.decode(Some(text.replacen(r#""shop""#, &nested, 1).as_bytes()), 3));
 }
+
+/// serde_json refuses a number beyond f64's range: wherever it stands,
+/// read or skipped, so does the decoder; tiny ones are zero to both.
+#[test]
+fn numbers_beyond_f64_are_refused_even_where_skipped() {
+    let text = std::str::from_utf8(CREATE).expect("UTF-8");
+    let places = [
+        (r#""optional":false,"default":0,"field":"id""#, r#""optional":NUMBER,"default":0,"field":"id""#),
+        (r#""transaction":null"#, r#""transaction":NUMBER"#),
+        (r#""merchant":"shop""#, r#""merchant":NUMBER"#),
+        (r#""txId":760"#, r#""txId":NUMBER"#),
+    ];
+    // 309 digits may be within range (1.1e308) or not (2.2e308).
+    let huge = ["1e999".to_owned(), "-1.5E+309".to_owned(), "2".repeat(309), format!("-{}.5", "9".repeat(309))];
+    let fine = ["1e-999999".to_owned(), "0e999999".to_owned(), "1".repeat(309), "1.7976931348623157e308".to_owned()];
+    let mut warm = decoder(&[Op::Create]);
+    row(warm.decode(Some(CREATE), 1));
+    for (from, to) in places {
+        assert!(text.contains(from), "{from}");
+        for number in huge.iter().chain(&fine).map(String::as_str) {
+            let record = text.replacen(from, &to.replace("NUMBER", number), 1).into_bytes();
+            let json = serde_json::from_slice::<Json>(&record).is_ok();
+            assert_eq!(json, !huge.iter().any(|h| h == number), "serde_json and {number}");
+            for got in [decoder(&[Op::Create]).decode(Some(&record), 2), warm.decode(Some(&record), 2)] {
+                match got {
+                    Ok(_) => assert!(json, "{to} with {number}"),
+                    Err(e) => assert!(!json && e.reason().as_label() == "bad_json", "{to} with {number}: {e}"),
+                }
+            }
+        }
+    }
+}
