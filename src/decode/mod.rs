@@ -230,6 +230,12 @@ pub struct Decoder {
 const MAX_SHAPES: usize = 4;
 
 const SCHEMA_PREFIX: &[u8] = b"{\"schema\":";
+
+/// How deep a payload stands in its record (the containers around it,
+/// from which the reader limits nesting): it is the record, or it stands
+/// under the record's top with the schema block.
+const BARE: u32 = 0;
+const UNDER_SCHEMA: u32 = 1;
 const PAYLOAD_INFIX: &[u8] = b",\"payload\":";
 
 impl Decoder {
@@ -279,7 +285,7 @@ impl Decoder {
     /// A payload read by the plan of the schema block before it; when it is
     /// refused, the caller reads the record whole ([`Self::decode_whole`]).
     fn read_known(&mut self, plan: &SchemaPlan, payload: &[u8], offset: i64) -> Result<Decoded, DecodeError> {
-        utf8(payload).and_then(|payload| self.decode_payload(plan, payload, offset))
+        utf8(payload).and_then(|payload| self.decode_payload(plan, payload, UNDER_SCHEMA, offset))
     }
 
     /// Reads a record from its first byte, as a decoder meeting it first
@@ -294,9 +300,9 @@ impl Decoder {
         if let Some(decoded) = self.decode_shaped_schemaless(text, offset) {
             return decoded;
         }
-        let top = TopLevel::read(text)?;
+        let top = TopLevel::read(text, BARE)?;
         if self.options.schemas == SchemaMode::Disabled {
-            return self.decode_schemaless(&top, text, offset);
+            return self.decode_schemaless(&top, text, BARE, offset);
         }
         match (top.schema, top.payload) {
             (Some(schema), Some(payload)) => {
@@ -304,15 +310,16 @@ impl Decoder {
                     return Ok(Decoded::Skipped(Skip::Tombstone));
                 }
                 if schema == "null" {
-                    return self.decode_schemaless(&TopLevel::read(payload)?, payload, offset);
+                    let top = TopLevel::read(payload, UNDER_SCHEMA)?;
+                    return self.decode_schemaless(&top, payload, UNDER_SCHEMA, offset);
                 }
                 let plan = self.cache.get_or_parse(schema, &self.options.projection)?;
-                self.decode_payload(&plan, payload, offset)
+                self.decode_payload(&plan, payload, UNDER_SCHEMA, offset)
             }
             _ if self.options.schemas == SchemaMode::Enabled => Err(DecodeError::BadEnvelope(
                 "no {\"schema\":…,\"payload\":…} envelope, but format.schemas is enabled".into(),
             )),
-            _ => self.decode_schemaless(&top, text, offset),
+            _ => self.decode_schemaless(&top, text, BARE, offset),
         }
     }
 
@@ -371,25 +378,38 @@ impl Decoder {
             return None;
         }
         let plan = Arc::clone(&self.inferred_envelope);
-        let envelope = self.read_shaped(&plan, text).filter(|e| e.op.is_some())?;
+        let envelope = self.read_shaped(&plan, text, BARE).filter(|e| e.op.is_some())?;
         Some(self.finish_envelope(&plan, envelope, offset))
     }
 
     /// A payload without a schema: its keys tell an envelope from a
     /// flattened row.
-    fn decode_schemaless(&mut self, top: &TopLevel<'_>, payload: &str, offset: i64) -> Result<Decoded, DecodeError> {
+    fn decode_schemaless(
+        &mut self,
+        top: &TopLevel<'_>,
+        payload: &str,
+        depth: u32,
+        offset: i64,
+    ) -> Result<Decoded, DecodeError> {
         let plan =
             if top.is_envelope() { Arc::clone(&self.inferred_envelope) } else { Arc::clone(&self.inferred_flat) };
-        self.decode_payload(&plan, payload, offset)
+        self.decode_payload(&plan, payload, depth, offset)
     }
 
-    fn decode_payload(&mut self, plan: &SchemaPlan, payload: &str, offset: i64) -> Result<Decoded, DecodeError> {
+    /// A payload standing `depth` containers down in its record.
+    fn decode_payload(
+        &mut self,
+        plan: &SchemaPlan,
+        payload: &str,
+        depth: u32,
+        offset: i64,
+    ) -> Result<Decoded, DecodeError> {
         if payload == "null" {
             return Ok(Decoded::Skipped(Skip::Tombstone));
         }
         match plan.shape {
-            Shape::Envelope => self.decode_envelope(plan, payload, offset),
-            Shape::Flat => self.decode_flat(plan, payload, offset),
+            Shape::Envelope => self.decode_envelope(plan, payload, depth, offset),
+            Shape::Flat => self.decode_flat(plan, payload, depth, offset),
         }
     }
 
@@ -397,11 +417,17 @@ impl Decoder {
     /// stands (creates, updates and reads use it); `before` is only kept
     /// as text, read for deletes. A payload laid out as one read before is
     /// read by its [`PayloadShape`], value by value.
-    fn decode_envelope(&mut self, plan: &SchemaPlan, payload: &str, offset: i64) -> Result<Decoded, DecodeError> {
-        let envelope = match self.read_shaped(plan, payload) {
+    fn decode_envelope(
+        &mut self,
+        plan: &SchemaPlan,
+        payload: &str,
+        depth: u32,
+        offset: i64,
+    ) -> Result<Decoded, DecodeError> {
+        let envelope = match self.read_shaped(plan, payload, depth) {
             Some(envelope) => envelope,
             None => {
-                let envelope = self.read_envelope(plan, payload)?;
+                let envelope = self.read_envelope(plan, payload, depth)?;
                 // Only a payload with an `after` object has a shape (not a
                 // delete's): the others are not walked a second time.
                 if envelope.after.is_some() {
@@ -414,8 +440,8 @@ impl Decoder {
     }
 
     /// The envelope's fields, key by key.
-    fn read_envelope<'a>(&self, plan: &SchemaPlan, payload: &'a str) -> Result<Envelope<'a>, DecodeError> {
-        let mut r = Reader::new(payload);
+    fn read_envelope<'a>(&self, plan: &SchemaPlan, payload: &'a str, depth: u32) -> Result<Envelope<'a>, DecodeError> {
+        let mut r = Reader::nested(payload, depth);
         let mut object = r.begin_object("a Debezium payload object")?;
         let mut envelope = Envelope::default();
         let mut seen = Fields::default();
@@ -446,7 +472,7 @@ impl Decoder {
 
     /// The envelope's fields by a shape learned before (the last one to
     /// fit first), or `None` when no shape fits the payload.
-    fn read_shaped<'a>(&mut self, plan: &SchemaPlan, payload: &'a str) -> Option<Envelope<'a>> {
+    fn read_shaped<'a>(&mut self, plan: &SchemaPlan, payload: &'a str, depth: u32) -> Option<Envelope<'a>> {
         if self.shapes.is_empty() {
             return None;
         }
@@ -460,7 +486,7 @@ impl Decoder {
                 (envelope, row) = (Envelope::default(), ReadRow::new(columns));
             }
             let read = |field, r: &mut Reader<'a>| self.read_field(field, r, plan, &mut envelope, &mut row);
-            if self.shapes[i].read(payload, read).is_some() {
+            if self.shapes[i].read(payload, depth, read).is_some() {
                 // The shape that fits goes first: a topic's records mostly share one.
                 self.shapes[..=i].rotate_right(1);
                 envelope.after = Some(row);
@@ -524,6 +550,8 @@ impl Decoder {
         let image = if op == Op::Delete {
             match before {
                 Some(text) => {
+                    // Checked whole where it stands already: its depth
+                    // in the record does not matter any more.
                     let mut r = Reader::new(text);
                     Some(self.read_row(&mut r, plan, false)?)
                 }
@@ -541,8 +569,14 @@ impl Decoder {
         self.finish(op, row, table, offset)
     }
 
-    fn decode_flat(&mut self, plan: &SchemaPlan, payload: &str, offset: i64) -> Result<Decoded, DecodeError> {
-        let mut r = Reader::new(payload);
+    fn decode_flat(
+        &mut self,
+        plan: &SchemaPlan,
+        payload: &str,
+        depth: u32,
+        offset: i64,
+    ) -> Result<Decoded, DecodeError> {
+        let mut r = Reader::nested(payload, depth);
         let row = self.read_row(&mut r, plan, true)?;
         r.end()?;
         let row = row.checked()?;
@@ -691,7 +725,7 @@ pub fn envelope_prefix_len(value: &[u8]) -> Option<usize> {
         Ok(text) => text,
         Err(e) => std::str::from_utf8(&rest[..e.valid_up_to()]).ok()?,
     };
-    let mut reader = Reader::new(text);
+    let mut reader = Reader::nested(text, UNDER_SCHEMA);
     reader.skip().ok()?;
     let end = reader.position();
     rest[end..].starts_with(PAYLOAD_INFIX).then_some(SCHEMA_PREFIX.len() + end + PAYLOAD_INFIX.len())
@@ -716,8 +750,10 @@ struct TopLevel<'a> {
 }
 
 impl<'a> TopLevel<'a> {
-    fn read(text: &'a str) -> Result<TopLevel<'a>, DecodeError> {
-        let mut r = Reader::new(text);
+    /// The top level of `text`, standing `depth` containers down in its
+    /// record.
+    fn read(text: &'a str, depth: u32) -> Result<TopLevel<'a>, DecodeError> {
+        let mut r = Reader::nested(text, depth);
         let mut top = TopLevel::default();
         let mut object = r.begin_object("a JSON object")?;
         while let Some(key) = r.next_key(&mut object)? {
