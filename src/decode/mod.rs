@@ -325,17 +325,23 @@ impl Decoder {
 
     /// The schema of records that start with `prefix`, a batch's
     /// `{"schema":…,"payload":` ([`envelope_prefix_len`]): looked up (or
-    /// parsed) once for all of them.
+    /// parsed) once for all of them. A block the decoder does not read
+    /// (`null`, one it cannot parse, any with schemas disabled) gives a plan
+    /// that reads each record whole, so each gets what [`Self::decode`]
+    /// gives it: a null payload is still a tombstone, say, not an error.
     pub fn envelope_plan(&mut self, prefix: &[u8]) -> Result<EnvelopePlan, DecodeError> {
         let block = prefix
             .strip_prefix(SCHEMA_PREFIX)
             .and_then(|rest| rest.strip_suffix(PAYLOAD_INFIX))
             .ok_or_else(|| DecodeError::BadEnvelope("not a {\"schema\":…,\"payload\": prefix".into()))?;
-        if let Some((_, plan)) = self.cache.blocks().find(|(cached, _)| *cached == block) {
-            return Ok(EnvelopePlan(Arc::clone(plan)));
+        if self.options.schemas == SchemaMode::Disabled {
+            return Ok(EnvelopePlan(None));
         }
-        let plan = self.cache.get_or_parse(utf8(block)?, &self.options.projection)?;
-        Ok(EnvelopePlan(plan))
+        if let Some((_, plan)) = self.cache.blocks().find(|(cached, _)| *cached == block) {
+            return Ok(EnvelopePlan(Some(Arc::clone(plan))));
+        }
+        let plan = utf8(block).and_then(|block| self.cache.get_or_parse(block, &self.options.projection));
+        Ok(EnvelopePlan(plan.ok()))
     }
 
     /// Decodes a record held without its envelope prefix: `rest` is what
@@ -347,9 +353,10 @@ impl Decoder {
         rest: &[u8],
         offset: i64,
     ) -> Result<Decoded, DecodeError> {
-        // Not as JsonConverter ends a record, or refused: read it whole.
-        if let Some(payload) = rest.strip_suffix(b"}") {
-            let decoded = self.read_known(&plan.0, payload, offset);
+        // No schema read, not as JsonConverter ends a record, or refused:
+        // read it whole.
+        if let (Some(plan), Some(payload)) = (&plan.0, rest.strip_suffix(b"}")) {
+            let decoded = self.read_known(plan, payload, offset);
             if decoded.is_ok() {
                 return decoded;
             }
@@ -731,8 +738,9 @@ pub fn envelope_prefix_len(value: &[u8]) -> Option<usize> {
     rest[end..].starts_with(PAYLOAD_INFIX).then_some(SCHEMA_PREFIX.len() + end + PAYLOAD_INFIX.len())
 }
 
-/// The schema of the records sharing a batch's envelope prefix.
-pub struct EnvelopePlan(Arc<SchemaPlan>);
+/// The schema of the records sharing a batch's envelope prefix; none when
+/// they are read whole.
+pub struct EnvelopePlan(Option<Arc<SchemaPlan>>);
 
 fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
     std::str::from_utf8(bytes).map_err(|e| DecodeError::BadJson(format!("not UTF-8: {e}")))

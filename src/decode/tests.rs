@@ -665,3 +665,33 @@ fn numbers_beyond_f64_are_refused_even_where_skipped() {
         }
     }
 }
+
+/// A batch's records held without their shared `{"schema":…,"payload":`
+/// get what each gets decoded whole, though the decoder reads no schema
+/// from that prefix: a null schema, one it cannot parse, or any with
+/// schemas disabled.
+#[test]
+fn records_held_without_a_prefix_whose_schema_is_not_read_decode_as_whole_records() {
+    let bare = serde_json::to_vec(&fixture_payload(CREATE)).expect("json");
+    let with_block =
+        |block: &[u8], payload: &[u8]| [br#"{"schema":"#, block, br#","payload":"#, payload, b"}"].concat();
+    let mut schemaless = options(&[Op::Create]);
+    schemaless.roles[3] = Role::Decimal { schemaless_scale: Some(2) };
+    let mut disabled = schemaless.clone();
+    disabled.schemas = SchemaMode::Disabled;
+    let cases = [
+        (schemaless.clone(), with_block(b"null", b"null"), "a tombstone"),
+        (schemaless.clone(), with_block(b"null", &bare), "a schemaless payload"),
+        (schemaless, with_block(br#"{"type":"int8"}"#, b"null"), "a tombstone under an unreadable schema"),
+        (disabled, CREATE.to_vec(), "a schema block with schemas disabled"),
+    ];
+    for (opts, record, what) in cases {
+        let len = envelope_prefix_len(&record).expect("an envelope prefix");
+        let (prefix, rest) = record.split_at(len);
+        let mut d = Decoder::new(opts.clone(), TOPIC);
+        let plan = d.envelope_plan(prefix).expect("a plan");
+        let want = Decoder::new(opts, TOPIC).decode(Some(&record), 1);
+        assert_eq!(d.decode_enveloped(&plan, prefix, rest, 1), want, "{what}");
+        assert_eq!(d.decode(Some(&record), 1), want, "{what}, after the prefix");
+    }
+}
