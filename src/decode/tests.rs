@@ -193,14 +193,17 @@ fn snapshot_reads_decode_as_op_r() {
     assert_eq!(decoder(&[Op::Create]).decode(Some(&bytes), 1), Ok(Decoded::Skipped(Skip::OpNotRead(Op::Read))));
 }
 
-#[test]
-fn flattened_records_with_and_without_schema() {
-    // ExtractNewRecordState with add.fields=op,lsn,source.ts_ms.
-    let flat = json!({
+/// A row flattened by ExtractNewRecordState with add.fields=op,lsn,source.ts_ms.
+fn flat_row() -> Json {
+    json!({
         "id": 5, "user_id": 42, "amount": "MDk=", "created_at": CREATED_AT.0,
         "__op": "c", "__lsn": 1234, "__source_ts_ms": 1_795_601_472_000_i64, "__table": "transactions",
-    });
-    let with_schema = json!({
+    })
+}
+
+/// A flattened row with its schema block.
+fn flat_with_schema(flat: Json) -> Json {
+    json!({
         "schema": {"type": "struct", "name": "dbserver1.public.transactions.Value", "fields": [
             {"type": "int64", "field": "id"},
             {"type": "int32", "field": "user_id"},
@@ -210,7 +213,13 @@ fn flattened_records_with_and_without_schema() {
             {"type": "int64", "field": "__lsn"},
         ]},
         "payload": flat,
-    });
+    })
+}
+
+#[test]
+fn flattened_records_with_and_without_schema() {
+    let flat = flat_row();
+    let with_schema = flat_with_schema(flat.clone());
     let r = row(decoder(&[Op::Create]).decode(Some(&serde_json::to_vec(&with_schema).expect("json")), 9));
     assert_eq!((r.op, r.key.clone(), r.lsn), (Op::Create, Key::Int(42), Some(1234)));
     assert_eq!(r.values[3], Value::Decimal(dec("123.45")));
@@ -695,3 +704,5 @@ fn records_held_without_a_prefix_whose_schema_is_not_read_decode_as_whole_record
         assert_eq!(d.decode(Some(&record), 1), want, "{what}, after the prefix");
     }
 }
+
+mod hostile;
