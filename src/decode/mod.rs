@@ -230,13 +230,13 @@ pub struct Decoder {
 const MAX_SHAPES: usize = 4;
 
 const SCHEMA_PREFIX: &[u8] = b"{\"schema\":";
+const PAYLOAD_INFIX: &[u8] = b",\"payload\":";
 
-/// How deep a payload stands in its record (the containers around it,
-/// from which the reader limits nesting): it is the record, or it stands
-/// under the record's top with the schema block.
+/// How deep a payload stands in its record, in containers (the reader
+/// counts nesting from the record's top): the record itself, or the
+/// `payload` beside a schema block.
 const BARE: u32 = 0;
 const UNDER_SCHEMA: u32 = 1;
-const PAYLOAD_INFIX: &[u8] = b",\"payload\":";
 
 impl Decoder {
     pub fn new(options: DecodeOptions, topic: &str) -> Decoder {
