@@ -239,6 +239,12 @@ const MAX_SHAPES: usize = 4;
 const SCHEMA_PREFIX: &[u8] = b"{\"schema\":";
 const PAYLOAD_INFIX: &[u8] = b",\"payload\":";
 
+/// How deep a payload stands in its record, in containers (the reader
+/// counts nesting from the record's top): the record itself, or the
+/// `payload` beside a schema block.
+const BARE: u32 = 0;
+const UNDER_SCHEMA: u32 = 1;
+
 impl Decoder {
     pub fn new(options: DecodeOptions, topic: &str) -> Decoder {
         let inferred_envelope = Arc::new(SchemaPlan::inferred(Shape::Envelope, &options.projection));
@@ -293,7 +299,7 @@ impl Decoder {
     /// A payload read by the plan of the schema block before it; when it is
     /// refused, the caller reads the record whole ([`Self::decode_whole`]).
     fn read_known(&mut self, plan: &SchemaPlan, payload: &[u8], offset: i64) -> Result<Decoded, DecodeError> {
-        utf8(payload).and_then(|payload| self.decode_payload(plan, payload, offset))
+        utf8(payload).and_then(|payload| self.decode_payload(plan, payload, UNDER_SCHEMA, offset))
     }
 
     /// Reads a record from its first byte, as a decoder meeting it first
@@ -308,9 +314,9 @@ impl Decoder {
         if let Some(decoded) = self.decode_shaped_schemaless(text, offset) {
             return decoded;
         }
-        let top = TopLevel::read(text)?;
+        let top = TopLevel::read(text, BARE)?;
         if self.options.schemas == SchemaMode::Disabled {
-            return self.decode_schemaless(&top, text, offset);
+            return self.decode_schemaless(&top, text, BARE, offset);
         }
         match (top.schema, top.payload) {
             (Some(schema), Some(payload)) => {
@@ -318,31 +324,38 @@ impl Decoder {
                     return Ok(Decoded::Skipped(Skip::Tombstone));
                 }
                 if schema == "null" {
-                    return self.decode_schemaless(&TopLevel::read(payload)?, payload, offset);
+                    let top = TopLevel::read(payload, UNDER_SCHEMA)?;
+                    return self.decode_schemaless(&top, payload, UNDER_SCHEMA, offset);
                 }
                 let plan = self.cache.get_or_parse(schema, &self.options.projection)?;
-                self.decode_payload(&plan, payload, offset)
+                self.decode_payload(&plan, payload, UNDER_SCHEMA, offset)
             }
             _ if self.options.schemas == SchemaMode::Enabled => Err(DecodeError::BadEnvelope(
                 "no {\"schema\":…,\"payload\":…} envelope, but format.schemas is enabled".into(),
             )),
-            _ => self.decode_schemaless(&top, text, offset),
+            _ => self.decode_schemaless(&top, text, BARE, offset),
         }
     }
 
     /// The schema of records that start with `prefix`, a batch's
     /// `{"schema":…,"payload":` ([`envelope_prefix_len`]): looked up (or
-    /// parsed) once for all of them.
+    /// parsed) once for all of them. A block the decoder does not read
+    /// (`null`, one it cannot parse, any with schemas disabled) gives a plan
+    /// that reads each record whole, so each gets what [`Self::decode`]
+    /// gives it: a null payload is still a tombstone, say, not an error.
     pub fn envelope_plan(&mut self, prefix: &[u8]) -> Result<EnvelopePlan, DecodeError> {
         let block = prefix
             .strip_prefix(SCHEMA_PREFIX)
             .and_then(|rest| rest.strip_suffix(PAYLOAD_INFIX))
             .ok_or_else(|| DecodeError::BadEnvelope("not a {\"schema\":…,\"payload\": prefix".into()))?;
-        if let Some((_, plan)) = self.cache.blocks().find(|(cached, _)| *cached == block) {
-            return Ok(EnvelopePlan(Arc::clone(plan)));
+        if self.options.schemas == SchemaMode::Disabled {
+            return Ok(EnvelopePlan(None));
         }
-        let plan = self.cache.get_or_parse(utf8(block)?, &self.options.projection)?;
-        Ok(EnvelopePlan(plan))
+        if let Some((_, plan)) = self.cache.blocks().find(|(cached, _)| *cached == block) {
+            return Ok(EnvelopePlan(Some(Arc::clone(plan))));
+        }
+        let plan = utf8(block).and_then(|block| self.cache.get_or_parse(block, &self.options.projection));
+        Ok(EnvelopePlan(plan.ok()))
     }
 
     /// Decodes a record held without its envelope prefix: `rest` is what
@@ -354,9 +367,10 @@ impl Decoder {
         rest: &[u8],
         offset: i64,
     ) -> Result<Decoded, DecodeError> {
-        // Not as JsonConverter ends a record, or refused: read it whole.
-        if let Some(payload) = rest.strip_suffix(b"}") {
-            let decoded = self.read_known(&plan.0, payload, offset);
+        // No schema read, not as JsonConverter ends a record, or refused:
+        // read it whole.
+        if let (Some(plan), Some(payload)) = (&plan.0, rest.strip_suffix(b"}")) {
+            let decoded = self.read_known(plan, payload, offset);
             if decoded.is_ok() {
                 return decoded;
             }
@@ -385,25 +399,38 @@ impl Decoder {
             return None;
         }
         let plan = Arc::clone(&self.inferred_envelope);
-        let envelope = self.read_shaped(&plan, text).filter(|e| e.op.is_some())?;
+        let envelope = self.read_shaped(&plan, text, BARE).filter(|e| e.op.is_some())?;
         Some(self.finish_envelope(&plan, envelope, offset))
     }
 
     /// A payload without a schema: its keys tell an envelope from a
     /// flattened row.
-    fn decode_schemaless(&mut self, top: &TopLevel<'_>, payload: &str, offset: i64) -> Result<Decoded, DecodeError> {
+    fn decode_schemaless(
+        &mut self,
+        top: &TopLevel<'_>,
+        payload: &str,
+        depth: u32,
+        offset: i64,
+    ) -> Result<Decoded, DecodeError> {
         let plan =
             if top.is_envelope() { Arc::clone(&self.inferred_envelope) } else { Arc::clone(&self.inferred_flat) };
-        self.decode_payload(&plan, payload, offset)
+        self.decode_payload(&plan, payload, depth, offset)
     }
 
-    fn decode_payload(&mut self, plan: &SchemaPlan, payload: &str, offset: i64) -> Result<Decoded, DecodeError> {
+    /// A payload standing `depth` containers down in its record.
+    fn decode_payload(
+        &mut self,
+        plan: &SchemaPlan,
+        payload: &str,
+        depth: u32,
+        offset: i64,
+    ) -> Result<Decoded, DecodeError> {
         if payload == "null" {
             return Ok(Decoded::Skipped(Skip::Tombstone));
         }
         match plan.shape {
-            Shape::Envelope => self.decode_envelope(plan, payload, offset),
-            Shape::Flat => self.decode_flat(plan, payload, offset),
+            Shape::Envelope => self.decode_envelope(plan, payload, depth, offset),
+            Shape::Flat => self.decode_flat(plan, payload, depth, offset),
         }
     }
 
@@ -411,11 +438,17 @@ impl Decoder {
     /// stands (creates, updates and reads use it); `before` is only kept
     /// as text, read for deletes. A payload laid out as one read before is
     /// read by its [`PayloadShape`], value by value.
-    fn decode_envelope(&mut self, plan: &SchemaPlan, payload: &str, offset: i64) -> Result<Decoded, DecodeError> {
-        let envelope = match self.read_shaped(plan, payload) {
+    fn decode_envelope(
+        &mut self,
+        plan: &SchemaPlan,
+        payload: &str,
+        depth: u32,
+        offset: i64,
+    ) -> Result<Decoded, DecodeError> {
+        let envelope = match self.read_shaped(plan, payload, depth) {
             Some(envelope) => envelope,
             None => {
-                let envelope = self.read_envelope(plan, payload)?;
+                let envelope = self.read_envelope(plan, payload, depth)?;
                 // Only a payload with an `after` object has a shape (not a
                 // delete's): the others are not walked a second time.
                 if envelope.after.is_some() {
@@ -428,8 +461,8 @@ impl Decoder {
     }
 
     /// The envelope's fields, key by key.
-    fn read_envelope<'a>(&self, plan: &SchemaPlan, payload: &'a str) -> Result<Envelope<'a>, DecodeError> {
-        let mut r = Reader::new(payload);
+    fn read_envelope<'a>(&self, plan: &SchemaPlan, payload: &'a str, depth: u32) -> Result<Envelope<'a>, DecodeError> {
+        let mut r = Reader::nested(payload, depth);
         let mut object = r.begin_object("a Debezium payload object")?;
         let mut envelope = Envelope::default();
         let mut seen = Fields::default();
@@ -460,7 +493,7 @@ impl Decoder {
 
     /// The envelope's fields by a shape learned before (the last one to
     /// fit first), or `None` when no shape fits the payload.
-    fn read_shaped<'a>(&mut self, plan: &SchemaPlan, payload: &'a str) -> Option<Envelope<'a>> {
+    fn read_shaped<'a>(&mut self, plan: &SchemaPlan, payload: &'a str, depth: u32) -> Option<Envelope<'a>> {
         if self.shapes.is_empty() {
             return None;
         }
@@ -474,7 +507,7 @@ impl Decoder {
                 (envelope, row) = (Envelope::default(), ReadRow::new(columns));
             }
             let read = |field, r: &mut Reader<'a>| self.read_field(field, r, plan, &mut envelope, &mut row);
-            if self.shapes[i].read(payload, read).is_some() {
+            if self.shapes[i].read(payload, depth, read).is_some() {
                 // The shape that fits goes first: a topic's records mostly share one.
                 self.shapes[..=i].rotate_right(1);
                 envelope.after = Some(row);
@@ -538,6 +571,8 @@ impl Decoder {
         let image = if op == Op::Delete {
             match before {
                 Some(text) => {
+                    // Checked whole where it stands already: its depth
+                    // in the record does not matter any more.
                     let mut r = Reader::new(text);
                     Some(self.read_row(&mut r, plan, false)?)
                 }
@@ -555,8 +590,14 @@ impl Decoder {
         self.finish(op, row, table, offset)
     }
 
-    fn decode_flat(&mut self, plan: &SchemaPlan, payload: &str, offset: i64) -> Result<Decoded, DecodeError> {
-        let mut r = Reader::new(payload);
+    fn decode_flat(
+        &mut self,
+        plan: &SchemaPlan,
+        payload: &str,
+        depth: u32,
+        offset: i64,
+    ) -> Result<Decoded, DecodeError> {
+        let mut r = Reader::nested(payload, depth);
         let row = self.read_row(&mut r, plan, true)?;
         r.end()?;
         let row = row.checked()?;
@@ -705,14 +746,15 @@ pub fn envelope_prefix_len(value: &[u8]) -> Option<usize> {
         Ok(text) => text,
         Err(e) => std::str::from_utf8(&rest[..e.valid_up_to()]).ok()?,
     };
-    let mut reader = Reader::new(text);
+    let mut reader = Reader::nested(text, UNDER_SCHEMA);
     reader.skip().ok()?;
     let end = reader.position();
     rest[end..].starts_with(PAYLOAD_INFIX).then_some(SCHEMA_PREFIX.len() + end + PAYLOAD_INFIX.len())
 }
 
-/// The schema of the records sharing a batch's envelope prefix.
-pub struct EnvelopePlan(Arc<SchemaPlan>);
+/// The schema of the records sharing a batch's envelope prefix; none when
+/// they are read whole.
+pub struct EnvelopePlan(Option<Arc<SchemaPlan>>);
 
 fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
     std::str::from_utf8(bytes).map_err(|e| DecodeError::BadJson(format!("not UTF-8: {e}")))
@@ -730,8 +772,10 @@ struct TopLevel<'a> {
 }
 
 impl<'a> TopLevel<'a> {
-    fn read(text: &'a str) -> Result<TopLevel<'a>, DecodeError> {
-        let mut r = Reader::new(text);
+    /// The top level of `text`, standing `depth` containers down in its
+    /// record.
+    fn read(text: &'a str, depth: u32) -> Result<TopLevel<'a>, DecodeError> {
+        let mut r = Reader::nested(text, depth);
         let mut top = TopLevel::default();
         let mut object = r.begin_object("a JSON object")?;
         while let Some(key) = r.next_key(&mut object)? {

@@ -14,23 +14,46 @@ use std::borrow::Cow;
 use super::value::Json;
 use super::DecodeError;
 
-/// Containers nested deeper than this are refused (serde_json's limit):
-/// skipping recurses, and a record must not exhaust the stack.
-const MAX_DEPTH: u32 = 128;
+/// Containers open at once, counted from the top of the record: one more
+/// is refused, as serde_json refuses it. Skipping recurses, and a record
+/// must not exhaust the stack.
+const MAX_DEPTH: u32 = 127;
 
 pub struct Reader<'a> {
     text: &'a str,
     pos: usize,
+    /// Containers open around the position, counted from the record's top.
+    depth: u32,
 }
 
 impl<'a> Reader<'a> {
+    /// A reader of a whole record.
     pub fn new(text: &'a str) -> Self {
-        Reader { text, pos: 0 }
+        Reader::nested(text, 0)
+    }
+
+    /// A reader of a value standing `depth` containers down in its record
+    /// (a payload under its schema block, say): nesting is limited from
+    /// the record's top, wherever reading starts.
+    pub fn nested(text: &'a str, depth: u32) -> Self {
+        Reader { text, pos: 0, depth }
     }
 
     /// Bytes read so far.
     pub fn position(&self) -> usize {
         self.pos
+    }
+
+    /// Containers open around the position, counted from the record's top.
+    pub fn depth(&self) -> u32 {
+        self.depth
+    }
+
+    /// Says how deep the position is, after text passed by
+    /// [`Reader::follows`] (which does not count the containers it opens
+    /// or closes).
+    pub fn set_depth(&mut self, depth: u32) {
+        self.depth = depth;
     }
 
     /// Where the next value starts (past whitespace).
@@ -72,6 +95,16 @@ impl<'a> Reader<'a> {
         None
     }
 
+    /// Enters a container, unless one more is too deep.
+    fn open(&mut self) -> Result<(), DecodeError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.syntax("nested too deeply"));
+        }
+        self.depth += 1;
+        self.pos += 1;
+        Ok(())
+    }
+
     fn consume(&mut self, byte: u8, what: &str) -> Result<(), DecodeError> {
         if self.peek() != Some(byte) {
             return Err(self.syntax(what));
@@ -110,7 +143,7 @@ impl<'a> Reader<'a> {
     pub fn begin_object(&mut self, what: &str) -> Result<Object, DecodeError> {
         match self.peek() {
             Some(b'{') => {
-                self.pos += 1;
+                self.open()?;
                 Ok(Object { first: true })
             }
             _ => {
@@ -139,6 +172,7 @@ impl<'a> Reader<'a> {
         match self.peek() {
             Some(b'}') => {
                 self.pos += 1;
+                self.depth -= 1;
                 return Ok(false);
             }
             Some(b',') if !object.first => self.pos += 1,
@@ -164,14 +198,16 @@ impl<'a> Reader<'a> {
     /// An integer (i64) or null; `field` names it in the error otherwise.
     pub fn int_or_null(&mut self, field: &str) -> Result<Option<i64>, DecodeError> {
         let at = self.pos;
-        match self.value()? {
-            Json::Int(i) => Ok(Some(i)),
-            Json::Null => Ok(None),
-            _ => {
-                self.pos = at;
-                self.wrong(field, "an integer")
+        // A container is skipped, not read as a value: reading `{"scale":`
+        // would come back here, nested as deep as the record goes.
+        if !matches!(self.peek(), Some(b'{' | b'[')) {
+            match self.value()? {
+                Json::Int(i) => return Ok(Some(i)),
+                Json::Null => return Ok(None),
+                _ => self.pos = at,
             }
         }
+        self.wrong(field, "an integer")
     }
 
     fn wrong<T>(&mut self, field: &str, expected: &str) -> Result<T, DecodeError> {
@@ -228,37 +264,29 @@ impl<'a> Reader<'a> {
 
     /// Skips the next value, checking that it is JSON.
     pub fn skip(&mut self) -> Result<(), DecodeError> {
-        self.skip_nested(0)
-    }
-
-    fn skip_nested(&mut self, depth: u32) -> Result<(), DecodeError> {
         match self.peek() {
             Some(b'"') => self.skip_string(),
             Some(b'{') => {
-                if depth >= MAX_DEPTH {
-                    return Err(self.syntax("nested too deeply"));
-                }
                 let mut object = self.begin_object("an object")?;
                 while self.next_key_skipped(&mut object)? {
-                    self.skip_nested(depth + 1)?;
+                    self.skip()?;
                 }
                 Ok(())
             }
             Some(b'[') => {
-                if depth >= MAX_DEPTH {
-                    return Err(self.syntax("nested too deeply"));
-                }
-                self.pos += 1;
+                self.open()?;
                 if self.peek() == Some(b']') {
                     self.pos += 1;
+                    self.depth -= 1;
                     return Ok(());
                 }
                 loop {
-                    self.skip_nested(depth + 1)?;
+                    self.skip()?;
                     match self.peek() {
                         Some(b',') => self.pos += 1,
                         Some(b']') => {
                             self.pos += 1;
+                            self.depth -= 1;
                             return Ok(());
                         }
                         _ => return Err(self.syntax("expected ',' or ']'")),
@@ -270,10 +298,11 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Checks a number's form without computing its value; whether it is
-    /// an integer (no fraction, no exponent).
+    /// Checks a number's form (and, with an exponent or many digits, its
+    /// range) without computing its value; whether it is an integer (no
+    /// fraction, no exponent).
     fn skip_number(&mut self) -> Result<bool, DecodeError> {
-        let bytes = self.bytes();
+        let (bytes, start) = (self.bytes(), self.pos);
         self.pos += usize::from(bytes.get(self.pos) == Some(&b'-'));
         match bytes.get(self.pos) {
             Some(b'0') => self.pos += 1,
@@ -286,13 +315,21 @@ impl<'a> Reader<'a> {
             self.digits()?;
             integer = false;
         }
+        let mut exponent = false;
         if matches!(bytes.get(self.pos), Some(b'e' | b'E')) {
             self.pos += 1;
             if matches!(bytes.get(self.pos), Some(b'+' | b'-')) {
                 self.pos += 1;
             }
             self.digits()?;
-            integer = false;
+            (integer, exponent) = (false, true);
+        }
+        // serde_json refuses a number beyond f64's range (1e999, 309
+        // digits), skipped or not; one of 308 bytes without an exponent is
+        // within it.
+        if (exponent || self.pos - start > 308) && !self.text[start..self.pos].parse::<f64>().is_ok_and(f64::is_finite)
+        {
+            return Err(self.syntax("number out of range"));
         }
         Ok(integer)
     }
@@ -679,8 +716,18 @@ mod tests {
             assert!(value(bad).is_err(), "{bad:?} read");
         }
         assert!(matches!(value("1e999"), Err(DecodeError::BadJson(ref m)) if m.contains("range")));
-        let deep = "[".repeat(200) + &"]".repeat(200);
-        assert!(matches!(skip(&deep), Err(DecodeError::BadJson(ref m)) if m.contains("nested")));
+        // 127 levels, as serde_json; not 128, counted from the record's top.
+        let nested = |depth: usize| "[".repeat(depth) + &"]".repeat(depth);
+        skip(&nested(127)).expect("127 levels");
+        assert!(matches!(skip(&nested(128)), Err(DecodeError::BadJson(ref m)) if m.contains("nested")));
+        let within_one = |text: &str| Reader::nested(text, 1).skip();
+        within_one(&nested(126)).expect("126 levels within one");
+        assert!(matches!(within_one(&nested(127)), Err(DecodeError::BadJson(ref m)) if m.contains("nested")));
+        let objects = |depth: usize| "{\"a\":".repeat(depth) + "1" + &"}".repeat(depth);
+        skip(&objects(127)).expect("127 levels");
+        assert!(skip(&objects(128)).is_err());
+        assert!(serde_json::from_str::<serde_json::Value>(&nested(127)).is_ok());
+        assert!(serde_json::from_str::<serde_json::Value>(&nested(128)).is_err());
         skip(r#" {"a": [1, -2.5e-3, "x\"y", {"b": null, "c": [true, false]}], "d": {}} "#).expect("valid");
     }
 

@@ -36,7 +36,8 @@ pub(super) enum Field {
 enum Step {
     /// Bytes the payload must continue with (a range of the shape's text).
     Text(Range<usize>),
-    Value(Field),
+    /// A value, and the containers around it in the payload.
+    Value(Field, u32),
 }
 
 /// A payload's layout: the text between its values and what each value is.
@@ -78,11 +79,17 @@ impl PayloadShape {
         Some(shape.finish(payload))
     }
 
-    /// Walks `payload` along the shape, handing each value's field to
-    /// `read` with the reader at the value; `None` as soon as the payload
-    /// leaves the shape or a value does not read.
-    pub fn read<'a>(&self, payload: &'a str, mut read: impl FnMut(Field, &mut Reader<'a>) -> Option<()>) -> Option<()> {
-        let mut r = Reader::new(payload);
+    /// Walks `payload` (standing `depth` containers down in its record)
+    /// along the shape, handing each value's field to `read` with the
+    /// reader at the value; `None` as soon as the payload leaves the shape
+    /// or a value does not read.
+    pub fn read<'a>(
+        &self,
+        payload: &'a str,
+        depth: u32,
+        mut read: impl FnMut(Field, &mut Reader<'a>) -> Option<()>,
+    ) -> Option<()> {
+        let mut r = Reader::nested(payload, depth);
         for step in &self.steps {
             match step {
                 Step::Text(range) => {
@@ -90,7 +97,10 @@ impl PayloadShape {
                         return None;
                     }
                 }
-                Step::Value(field) => read(*field, &mut r)?,
+                Step::Value(field, inside) => {
+                    r.set_depth(depth + inside);
+                    read(*field, &mut r)?
+                }
             }
         }
         r.end().ok()
@@ -111,8 +121,9 @@ impl Builder {
     fn value(&mut self, r: &mut Reader<'_>, payload: &str, field: Field) -> Option<()> {
         let start = r.value_start();
         self.take_text(payload, start);
+        let depth = r.depth();
         r.skip().ok()?;
-        self.steps.push(Step::Value(field));
+        self.steps.push(Step::Value(field, depth));
         self.from = r.position();
         Some(())
     }
@@ -155,7 +166,7 @@ mod tests {
 
     fn fields(shape: &PayloadShape, payload: &str) -> Option<Vec<(Field, String)>> {
         let mut seen = Vec::new();
-        shape.read(payload, |field, r| {
+        shape.read(payload, 0, |field, r| {
             seen.push((field, r.raw().ok()?.to_owned()));
             Some(())
         })?;
@@ -170,7 +181,7 @@ mod tests {
             .iter()
             .filter_map(|s| match s {
                 Step::Text(r) => Some(&shape.text[r.clone()]),
-                Step::Value(_) => None,
+                Step::Value(..) => None,
             })
             .collect();
         assert_eq!(

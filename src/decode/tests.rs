@@ -193,14 +193,17 @@ fn snapshot_reads_decode_as_op_r() {
     assert_eq!(decoder(&[Op::Create]).decode(Some(&bytes), 1), Ok(Decoded::Skipped(Skip::OpNotRead(Op::Read))));
 }
 
-#[test]
-fn flattened_records_with_and_without_schema() {
-    // ExtractNewRecordState with add.fields=op,lsn,source.ts_ms.
-    let flat = json!({
+/// A row flattened by ExtractNewRecordState with add.fields=op,lsn,source.ts_ms.
+fn flat_row() -> Json {
+    json!({
         "id": 5, "user_id": 42, "amount": "MDk=", "created_at": CREATED_AT.0,
         "__op": "c", "__lsn": 1234, "__source_ts_ms": 1_795_601_472_000_i64, "__table": "transactions",
-    });
-    let with_schema = json!({
+    })
+}
+
+/// A flattened row with its schema block.
+fn flat_with_schema(flat: Json) -> Json {
+    json!({
         "schema": {"type": "struct", "name": "dbserver1.public.transactions.Value", "fields": [
             {"type": "int64", "field": "id"},
             {"type": "int32", "field": "user_id"},
@@ -210,7 +213,13 @@ fn flattened_records_with_and_without_schema() {
             {"type": "int64", "field": "__lsn"},
         ]},
         "payload": flat,
-    });
+    })
+}
+
+#[test]
+fn flattened_records_with_and_without_schema() {
+    let flat = flat_row();
+    let with_schema = flat_with_schema(flat.clone());
     let r = row(decoder(&[Op::Create]).decode(Some(&serde_json::to_vec(&with_schema).expect("json")), 9));
     assert_eq!((r.op, r.key.clone(), r.lsn), (Op::Create, Key::Int(42), Some(1234)));
     assert_eq!(r.values[3], Value::Decimal(dec("123.45")));
@@ -448,11 +457,10 @@ fn shaped_reads_agree_with_key_by_key_reads() {
                 shaped.decode(Some(&original), 0).ok();
                 // Whether the variant's payload has the original's layout.
                 let payload = &variant[from..variant.len() - usize::from(from > 0)];
-                let fits = shaped
-                    .shapes
-                    .first()
-                    .zip(std::str::from_utf8(payload).ok())
-                    .is_some_and(|(shape, text)| shape.read(text, |_, r| r.skip().ok()).is_some());
+                let fits =
+                    shaped.shapes.first().zip(std::str::from_utf8(payload).ok()).is_some_and(|(shape, text)| {
+                        shape.read(text, u32::from(from > 0), |_, r| r.skip().ok()).is_some()
+                    });
                 let got = shaped.decode(Some(&variant), 1);
                 // The same decoder with its schema cache but no shapes.
                 let mut key_by_key = Decoder::new(opts.clone(), TOPIC);
@@ -469,6 +477,12 @@ fn shaped_reads_agree_with_key_by_key_reads() {
     }
 }
 
+/// What decoding a record came to, an error by its reason (its text says
+/// where the reader stopped, which differs from path to path).
+fn outcome(result: Result<Decoded, DecodeError>) -> Result<Decoded, &'static str> {
+    result.map_err(|e| e.reason().as_label())
+}
+
 /// A record whose schema block is cached is read from its payload alone
 /// (the fast paths: the whole record, or a batch's record held without its
 /// shared prefix); whatever the payload holds, the result (row, skip, or
@@ -477,7 +491,6 @@ fn shaped_reads_agree_with_key_by_key_reads() {
 #[test]
 fn cached_schema_reads_agree_with_first_reads() {
     let opts = options(&[Op::Create, Op::Update, Op::Delete, Op::Read]);
-    let outcome = |r: Result<Decoded, DecodeError>| r.map_err(|e| e.reason().as_label());
     for fixture in [CREATE, UPDATE, DELETE] {
         let len = envelope_prefix_len(fixture).expect("a schema-enabled fixture");
         let prefix = &fixture[..len];
@@ -572,3 +585,124 @@ fn values_from_a_record_are_quoted_short() {
     let e = d.decode(Some(&huge), 1).expect_err("not a decimal");
     assert!(e.to_string().len() < 200, "{e}");
 }
+
+/// The captured create envelope as its text, with the after image's `id`
+/// value replaced by `value` (the schema block's bytes untouched, so a
+/// decoder that has read the capture reads it by its cached schema).
+fn create_with_id(value: &str) -> Vec<u8> {
+    let text = std::str::from_utf8(CREATE).expect("UTF-8");
+    let at = r#""after":{"id":5,"#;
+    assert!(text.contains(at), "the capture's after image");
+    text.replacen(at, &format!(r#""after":{{"id":{value},"#), 1).into_bytes()
+}
+
+#[test]
+fn a_scale_nested_in_scales_is_an_error_not_a_stack_overflow() {
+    let n = 100_000;
+    let nested = format!("{}1{}", r#"{"scale":"#.repeat(n), "}".repeat(n));
+    let record = create_with_id(&nested);
+    let mut d = decoder(&[Op::Create]);
+    row(d.decode(Some(CREATE), 1));
+    // Read by its cached schema and the capture's shape: a projected
+    // column read as a value, the nesting not checked before.
+    let e = d.decode(Some(&record), 2).expect_err("nested too deeply");
+    assert_eq!(e.reason().as_label(), "bad_json");
+    assert_eq!(decoder(&[Op::Create]).decode(Some(&record), 2), Err(e));
+}
+
+/// serde_json refuses a record nested 128 levels deep, counted from its
+/// top, and reads one nested 127 deep: wherever the nesting stands, and
+/// whichever path reads the record, so does the decoder.
+#[test]
+fn nesting_is_refused_where_serde_json_refuses_it_wherever_it_stands() {
+    let text = std::str::from_utf8(CREATE).expect("UTF-8");
+    // A top-level key, a payload key, an unread column, a source key, and
+    // a VariableScaleDecimal's: from one to four levels down.
+    let places = [
+        (r#"{"schema":"#, r#"{"extra":NESTED,"schema":"#),
+        (r#""transaction":null"#, r#""transaction":NESTED"#),
+        (r#""merchant":"shop""#, r#""merchant":NESTED"#),
+        (r#""xmin":null"#, r#""xmin":NESTED"#),
+        (r#""after":{"id":5,"#, r#""after":{"id":{"scale":0,"value":"BQ==","x":NESTED},"#),
+    ];
+    let mut warm = decoder(&[Op::Create]);
+    row(warm.decode(Some(CREATE), 1));
+    for (from, to) in places {
+        assert!(text.contains(from), "{from}");
+        let mut refused = 0;
+        for depth in 120..=130 {
+            let nested = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+            let record = text.replacen(from, &to.replace("NESTED", &nested), 1).into_bytes();
+            let json = serde_json::from_slice::<Json>(&record).is_ok();
+            let fresh = outcome(decoder(&[Op::Create]).decode(Some(&record), 2));
+            assert_eq!(fresh == Err("bad_json"), !json, "{to} at depth {depth}: {fresh:?}");
+            assert_eq!(outcome(warm.decode(Some(&record), 2)), fresh, "{to} at depth {depth}, warm");
+            refused += usize::from(!json);
+        }
+        assert!((1..11).contains(&refused), "{to}: the limit lies between 120 and 130");
+    }
+}
+
+/// serde_json refuses a number beyond f64's range: wherever it stands,
+/// read or skipped, so does the decoder; tiny ones are zero to both.
+#[test]
+fn numbers_beyond_f64_are_refused_even_where_skipped() {
+    let text = std::str::from_utf8(CREATE).expect("UTF-8");
+    let places = [
+        (r#""optional":false,"default":0,"field":"id""#, r#""optional":NUMBER,"default":0,"field":"id""#),
+        (r#""transaction":null"#, r#""transaction":NUMBER"#),
+        (r#""merchant":"shop""#, r#""merchant":NUMBER"#),
+        (r#""txId":760"#, r#""txId":NUMBER"#),
+    ];
+    // 309 digits may be within range (1.1e308) or not (2.2e308).
+    let huge = ["1e999".to_owned(), "-1.5E+309".to_owned(), "2".repeat(309), format!("-{}.5", "9".repeat(309))];
+    let fine = ["1e-999999".to_owned(), "0e999999".to_owned(), "1".repeat(309), "1.7976931348623157e308".to_owned()];
+    let mut warm = decoder(&[Op::Create]);
+    row(warm.decode(Some(CREATE), 1));
+    for (from, to) in places {
+        assert!(text.contains(from), "{from}");
+        for number in huge.iter().chain(&fine).map(String::as_str) {
+            let record = text.replacen(from, &to.replace("NUMBER", number), 1).into_bytes();
+            let json = serde_json::from_slice::<Json>(&record).is_ok();
+            assert_eq!(json, !huge.iter().any(|h| h == number), "serde_json and {number}");
+            for got in [decoder(&[Op::Create]).decode(Some(&record), 2), warm.decode(Some(&record), 2)] {
+                match got {
+                    Ok(_) => assert!(json, "{to} with {number}"),
+                    Err(e) => assert!(!json && e.reason().as_label() == "bad_json", "{to} with {number}: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// A batch's records held without their shared `{"schema":…,"payload":`
+/// get what each gets decoded whole, though the decoder reads no schema
+/// from that prefix: a null schema, one it cannot parse, or any with
+/// schemas disabled.
+#[test]
+fn records_held_without_a_prefix_whose_schema_is_not_read_decode_as_whole_records() {
+    let bare = serde_json::to_vec(&fixture_payload(CREATE)).expect("json");
+    let with_block =
+        |block: &[u8], payload: &[u8]| [br#"{"schema":"#, block, br#","payload":"#, payload, b"}"].concat();
+    let mut schemaless = options(&[Op::Create]);
+    schemaless.roles[3] = Role::Decimal { schemaless_scale: Some(2) };
+    let mut disabled = schemaless.clone();
+    disabled.schemas = SchemaMode::Disabled;
+    let cases = [
+        (schemaless.clone(), with_block(b"null", b"null"), "a tombstone"),
+        (schemaless.clone(), with_block(b"null", &bare), "a schemaless payload"),
+        (schemaless, with_block(br#"{"type":"int8"}"#, b"null"), "a tombstone under an unreadable schema"),
+        (disabled, CREATE.to_vec(), "a schema block with schemas disabled"),
+    ];
+    for (opts, record, what) in cases {
+        let len = envelope_prefix_len(&record).expect("an envelope prefix");
+        let (prefix, rest) = record.split_at(len);
+        let mut d = Decoder::new(opts.clone(), TOPIC);
+        let plan = d.envelope_plan(prefix).expect("a plan");
+        let want = Decoder::new(opts, TOPIC).decode(Some(&record), 1);
+        assert_eq!(d.decode_enveloped(&plan, prefix, rest, 1), want, "{what}");
+        assert_eq!(d.decode(Some(&record), 1), want, "{what}, after the prefix");
+    }
+}
+
+mod hostile;
