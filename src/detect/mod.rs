@@ -283,7 +283,7 @@ impl Detectors {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::load_str;
     use crate::row::{Key, Op, Value};
@@ -301,6 +301,11 @@ mod tests {
     }
 
     fn row(projection: &Projection, seconds: i64, amount: &str) -> Row {
+        row_at(projection, 0, seconds, amount)
+    }
+
+    /// A create of user 1 at `seconds` with `amount`, read at `offset`.
+    pub(crate) fn row_at(projection: &Projection, offset: i64, seconds: i64, amount: &str) -> Row {
         let mut values = vec![Value::Null; projection.columns().len()];
         values[projection.index("amount").expect("amount")] = Value::Decimal(amount.parse().expect("decimal"));
         Row {
@@ -310,7 +315,7 @@ mod tests {
             values: values.into(),
             table: Arc::from("public.transactions"),
             lsn: None,
-            offset: 0,
+            offset,
         }
     }
 

@@ -399,18 +399,8 @@ pub(super) mod tests {
 
     fn row(setup: &ShardSetup, offset: i64, seconds: i64, amount: &str) -> Row {
         let projection = Projection::new(vec!["user_id".into(), "created_at".into(), "id".into(), "amount".into()]);
-        let mut values = vec![Value::Null; projection.columns().len()];
-        values[projection.index("amount").expect("amount")] = Value::Decimal(amount.parse().expect("decimal"));
         assert_eq!(setup.detectors.list()[0].amount, projection.index("amount").expect("amount"));
-        Row {
-            op: Op::Create,
-            key: Key::Int(1),
-            event_time: EventTime(seconds * 1_000_000),
-            values: values.into(),
-            table: Arc::from("public.transactions"),
-            lsn: None,
-            offset,
-        }
+        crate::detect::tests::row_at(&projection, offset, seconds, amount)
     }
 
     const SOURCE: SourcePosition<'static> = SourcePosition { topic: "t", partition: 0 };

@@ -103,6 +103,19 @@ impl Validator<'_> {
         list.value.iter().map(|o| o.value).collect()
     }
 
+    /// A count that bounds something, so 0 is refused; `default` when
+    /// absent (or refused).
+    fn at_least_one<T: Copy + PartialEq + From<u8>>(&mut self, raw: &Option<S<T>>, path: &str, default: T) -> T {
+        match raw {
+            Some(n) if n.value == T::from(0) => {
+                self.report(&n.referenced, path, "must be ≥ 1 (got 0)");
+                default
+            }
+            Some(n) => n.value,
+            None => default,
+        }
+    }
+
     fn decimal(&mut self, path: &str, text: &S<String>) -> Option<Decimal> {
         match decimal::parse_decimal(&text.value) {
             Ok(d) => Some(d),
@@ -271,14 +284,8 @@ impl Validator<'_> {
             );
         }
 
-        let max_key_bytes = match &raw.max_key_bytes {
-            Some(n) if n.value == 0 => {
-                self.report(&n.referenced, "rows.max_key_bytes", "must be ≥ 1 (got 0)");
-                RowsConfig::DEFAULT_MAX_KEY_BYTES
-            }
-            Some(n) => n.value,
-            None => RowsConfig::DEFAULT_MAX_KEY_BYTES,
-        };
+        let max_key_bytes =
+            self.at_least_one(&raw.max_key_bytes, "rows.max_key_bytes", RowsConfig::DEFAULT_MAX_KEY_BYTES);
         let max_future = match &raw.max_future {
             Some(text) => match self.duration("rows.max_future", text) {
                 Some(d) if d.is_zero() => {
@@ -290,14 +297,7 @@ impl Validator<'_> {
             },
             None => RowsConfig::DEFAULT_MAX_FUTURE,
         };
-        let max_attempts = match &raw.max_attempts {
-            Some(n) if n.value == 0 => {
-                self.report(&n.referenced, "rows.max_attempts", "must be ≥ 1 (got 0)");
-                RowsConfig::DEFAULT_MAX_ATTEMPTS
-            }
-            Some(n) => n.value,
-            None => RowsConfig::DEFAULT_MAX_ATTEMPTS,
-        };
+        let max_attempts = self.at_least_one(&raw.max_attempts, "rows.max_attempts", RowsConfig::DEFAULT_MAX_ATTEMPTS);
         RowsConfig { key, event_time, primary_key, ops, warm_ops, max_key_bytes, max_future, max_attempts }
     }
 
