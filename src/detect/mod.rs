@@ -87,6 +87,11 @@ pub struct CompileError {
 pub struct UserState {
     /// The newest event time seen for the user.
     pub newest: EventTime,
+    /// The offset of the newest source record in the state
+    /// ([`UserState::NO_OFFSET`] when none): a record read again at or
+    /// below it (after a restore or a rewind) has entered the state
+    /// already, and its alerts were acknowledged.
+    pub offset: i64,
     spend: Box<[SpendHistory]>,
     velocity: Box<[VelocityWindow]>,
 }
@@ -96,11 +101,17 @@ pub struct UserState {
 /// and a copy that allocated each time would cost more than the row.
 impl Clone for UserState {
     fn clone(&self) -> Self {
-        UserState { newest: self.newest, spend: self.spend.clone(), velocity: self.velocity.clone() }
+        UserState {
+            newest: self.newest,
+            offset: self.offset,
+            spend: self.spend.clone(),
+            velocity: self.velocity.clone(),
+        }
     }
 
     fn clone_from(&mut self, source: &Self) {
         self.newest = source.newest;
+        self.offset = source.offset;
         // States of one pipeline hold the same rules: copied in place.
         if self.spend.len() != source.spend.len() || self.velocity.len() != source.velocity.len() {
             *self = source.clone();
@@ -124,6 +135,29 @@ pub type UserMap = HashMap<Key, UserState, foldhash::fast::RandomState>;
 const MAX_LOAD: (usize, usize) = (7, 8);
 
 impl UserState {
+    /// [`UserState::offset`] of a state that holds no source record.
+    pub const NO_OFFSET: i64 = -1;
+
+    /// Each `spend_anomaly` rule's history, in the order of
+    /// [`Detectors::spend_rules`].
+    pub fn spend(&self) -> &[SpendHistory] {
+        &self.spend
+    }
+
+    pub fn spend_mut(&mut self) -> &mut [SpendHistory] {
+        &mut self.spend
+    }
+
+    /// Each `velocity_score` rule's window, in the order of
+    /// [`Detectors::velocity_rules`].
+    pub fn velocity(&self) -> &[VelocityWindow] {
+        &self.velocity
+    }
+
+    pub fn velocity_mut(&mut self) -> &mut [VelocityWindow] {
+        &mut self.velocity
+    }
+
     /// Bytes the state has allocated, from capacities: its slices and what
     /// each state holds.
     pub fn heap_bytes(&self) -> usize {
@@ -228,9 +262,22 @@ impl Detectors {
         &self.list
     }
 
+    /// The `spend_anomaly` rules and their detectors, in the order of
+    /// [`UserState::spend`].
+    pub fn spend_rules(&self) -> impl Iterator<Item = (&Detector, &SpendAnomaly)> {
+        self.spend.iter().map(|c| (&self.list[c.detector], &c.rule))
+    }
+
+    /// The `velocity_score` rules and their detectors, in the order of
+    /// [`UserState::velocity`].
+    pub fn velocity_rules(&self) -> impl Iterator<Item = (&Detector, &VelocityScore)> {
+        self.velocity.iter().map(|c| (&self.list[c.detector], &c.rule))
+    }
+
     pub fn new_user(&self) -> UserState {
         UserState {
             newest: EventTime(i64::MIN),
+            offset: UserState::NO_OFFSET,
             spend: self.spend.iter().map(|_| SpendHistory::default()).collect(),
             velocity: self.velocity.iter().map(|_| VelocityWindow::default()).collect(),
         }

@@ -337,6 +337,11 @@ pub struct SpendAnomaly {
 }
 
 impl SpendAnomaly {
+    /// Amounts kept per user.
+    pub fn history(&self) -> usize {
+        self.history
+    }
+
     pub fn new(config: &SpendAnomalyConfig) -> Self {
         SpendAnomaly {
             history: config.history,
