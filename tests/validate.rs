@@ -92,12 +92,13 @@ fn broken_file_lists_every_problem() {
         ("detectors[0].factor", "must be > 0 (got 0)"),
         ("detectors[1].velocity.window", "must be > 0 (got 0s)"),
         ("detectors[1].alert_above", "no row can score above 40"),
-        ("detectors[1].idle_timeout", "add a unit: 30s"),
+        ("detectors[1].idle_timeout", "moved to state.idle_timeout"),
         ("detectors[2].name", "duplicate detector name velocity-score"),
         ("detectors[2].history", "not a field of type velocity_score"),
         ("sink.alerts", "must differ from source.topics[0] (both transactions)"),
         ("sink.dead_letters", "must differ from sink.alerts (both transactions)"),
         ("sink.dead_letters", "must differ from source.topics[0] (both transactions)"),
+        ("state.idle_timeout", "add a unit: 30s"),
     ];
     let problems: Vec<&str> = stderr.lines().filter(|l| l.starts_with(&format!("{file}:"))).collect();
     for (path, message) in expected {

@@ -231,6 +231,8 @@ pub struct Detectors {
     list: Box<[Detector]>,
     spend: Box<[Compiled<SpendAnomaly>]>,
     velocity: Box<[Compiled<VelocityScore>]>,
+    /// `state.idle_timeout`, µs.
+    idle_timeout: i64,
 }
 
 impl Detectors {
@@ -254,7 +256,8 @@ impl Detectors {
                 }
             }
         }
-        Ok(Detectors { list: list.into(), spend: spend.into(), velocity: velocity.into() })
+        let idle_timeout = i64::try_from(pipeline.state.idle_timeout.as_micros()).unwrap_or(i64::MAX);
+        Ok(Detectors { list: list.into(), spend: spend.into(), velocity: velocity.into(), idle_timeout })
     }
 
     /// The pipeline's detectors, in the file's order.
@@ -310,22 +313,12 @@ impl Detectors {
         }
     }
 
-    /// Forgets the velocity state of a user idle (in event time, against
-    /// `now`, the newest time of its partition) for longer than its
-    /// detector's `idle_timeout`. True when nothing is left to keep.
-    pub fn expire(&self, user: &mut UserState, now: EventTime) -> bool {
+    /// Whether `user` has been idle (in event time, against `now`, the
+    /// newest time of its partition) for longer than `state.idle_timeout`,
+    /// or holds nothing: then it is forgotten by every detector at once.
+    pub fn expired(&self, user: &UserState, now: EventTime) -> bool {
         let idle = now.micros().saturating_sub(user.newest.micros());
-        for (c, window) in self.velocity.iter().zip(user.velocity.iter_mut()) {
-            if c.rule.idle_timeout().is_some_and(|timeout| idle > timeout) {
-                *window = VelocityWindow::default();
-            }
-        }
-        user.is_empty()
-    }
-
-    /// Whether any detector forgets idle users.
-    pub fn expires_users(&self) -> bool {
-        self.velocity.iter().any(|c| c.rule.idle_timeout().is_some())
+        idle > self.idle_timeout || user.is_empty()
     }
 }
 
@@ -337,10 +330,15 @@ pub(crate) mod tests {
     use std::sync::Arc;
 
     fn pipeline(detectors: &str) -> (Detectors, Projection) {
+        pipeline_with(detectors, "")
+    }
+
+    /// Detectors of a pipeline with `more` top-level sections.
+    pub(crate) fn pipeline_with(detectors: &str, more: &str) -> (Detectors, Projection) {
         let text = format!(
             "name: t\nsource: {{brokers: b, topics: [t], group: g}}\nformat: {{type: debezium-json}}\n\
              rows: {{key: user_id, event_time: created_at}}\ndetectors: {detectors}\n\
-             sink: {{alerts: a, dead_letters: d}}\n"
+             sink: {{alerts: a, dead_letters: d}}\n{more}"
         );
         let p = load_str("t.yaml", &text, |_| None).expect("valid");
         let projection = Projection::new(p.columns());
@@ -439,12 +437,12 @@ pub(crate) mod tests {
 
     #[test]
     fn idle_users_are_forgotten_by_event_time() {
-        let (ds, p) = pipeline("[{type: velocity_score, idle_timeout: 1h}]");
-        assert!(ds.expires_users());
+        let (ds, p) = pipeline_with("[{type: spend_anomaly}, {type: velocity_score}]", "state: {idle_timeout: 1h}\n");
         let mut user = ds.new_user();
+        assert!(ds.expired(&user, EventTime(0)), "a user holding nothing");
         ds.observe(&mut user, &row(&p, 0, "1"), true, |_, _| {});
-        assert!(!ds.expire(&mut user, EventTime(3_600 * 1_000_000)), "exactly 1 h idle is kept");
-        assert!(ds.expire(&mut user, EventTime(3_600 * 1_000_000 + 1)), "a µs more: forgotten");
+        assert!(!ds.expired(&user, EventTime(3_600 * 1_000_000)), "exactly 1 h idle is kept");
+        assert!(ds.expired(&user, EventTime(3_600 * 1_000_000 + 1)), "a µs more: forgotten by both");
     }
 
     /// The reference detectors' state of a user with a full history of 50

@@ -231,12 +231,12 @@ impl Handler<Detect> for DetectorShard {
             }
         }
         part.rows_since_expiry += msg.rows.len();
-        if detectors.expires_users() && part.rows_since_expiry >= EXPIRE_EVERY_ROWS {
+        if part.rows_since_expiry >= EXPIRE_EVERY_ROWS {
             part.rows_since_expiry = 0;
             if let Some(now) = part.newest {
                 let PartitionUsers { users, misaligned, .. } = part;
                 users.retain(|key, user| {
-                    let idle = detectors.expire(user, now);
+                    let idle = detectors.expired(user, now);
                     if idle {
                         setup.forget_key(key, msg.partition);
                         misaligned.remove(key);

@@ -123,8 +123,6 @@ pub struct VelocityScore {
     alert_above: u32,
     /// `allowed_lateness`, µs.
     lateness: i64,
-    /// `idle_timeout`, µs.
-    idle_timeout: Option<i64>,
 }
 
 /// The `velocity:` rule, its window in µs.
@@ -148,14 +146,7 @@ impl VelocityScore {
             high_amount: config.high_amount.clone(),
             alert_above: config.alert_above,
             lateness: micros(config.allowed_lateness),
-            idle_timeout: config.idle_timeout.map(micros),
         }
-    }
-
-    /// How long (event time, µs) a user may stay idle before its window is
-    /// forgotten, if it is ever.
-    pub fn idle_timeout(&self) -> Option<i64> {
-        self.idle_timeout
     }
 
     /// Scores a row of the user at `time` with `amount`, then remembers it.

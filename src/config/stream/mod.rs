@@ -41,6 +41,8 @@ pub struct Pipeline {
     pub detectors: Vec<DetectorConfig>,
     /// `sink`: where alerts and unreadable records go.
     pub sink: SinkConfig,
+    /// `state`: where the detectors' state is kept, and for how long.
+    pub state: StateConfig,
 }
 
 impl Pipeline {
@@ -319,9 +321,6 @@ pub struct VelocityScoreConfig {
     /// `allowed_lateness`: how far (event time) a row may arrive behind the
     /// newest row of its user and still count. Default `0s`.
     pub allowed_lateness: Duration,
-    /// `idle_timeout`: drop a user's state after this long without rows.
-    /// Default none (kept); > 0 when given.
-    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for VelocityScoreConfig {
@@ -332,7 +331,6 @@ impl Default for VelocityScoreConfig {
             high_amount: Some(HighAmountRule::default()),
             alert_above: 70,
             allowed_lateness: Duration::ZERO,
-            idle_timeout: None,
         }
     }
 }
@@ -390,6 +388,43 @@ pub struct SinkConfig {
 impl SinkConfig {
     /// The default `delivery_timeout`.
     pub const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
+}
+
+/// `state:`: the detectors' per-user state, kept in Kafka so that it
+/// moves with its partition (restarts, crashes, rebalances).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateConfig {
+    /// `enabled`: write every change of a user's state to a changelog
+    /// topic and restore it when a partition is assigned. Default true;
+    /// false keeps state in memory only (a restart or rebalance loses it).
+    pub enabled: bool,
+    /// `changelog`: the changelog topic of each source topic, `{topic}`
+    /// standing for the source topic's name. Default
+    /// `<name>.{topic}.changelog`; must hold `{topic}` when the pipeline
+    /// reads several topics; no changelog may be another topic of the
+    /// pipeline.
+    pub changelog: String,
+    /// `idle_timeout`: a user without rows for this long (event time,
+    /// against the newest row of its partition) is forgotten by every
+    /// detector. Default `30d`; > 0.
+    pub idle_timeout: Duration,
+}
+
+impl StateConfig {
+    /// What `changelog` stands for in place of a source topic.
+    pub const TOPIC_PLACEHOLDER: &'static str = "{topic}";
+    /// The default `idle_timeout`.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 86_400);
+
+    /// The default `changelog` of the pipeline `name`.
+    pub fn default_changelog(name: &str) -> String {
+        format!("{name}.{}.changelog", Self::TOPIC_PLACEHOLDER)
+    }
+
+    /// The changelog topic of `source_topic`.
+    pub fn changelog_topic(&self, source_topic: &str) -> String {
+        self.changelog.replace(Self::TOPIC_PLACEHOLDER, source_topic)
+    }
 }
 
 #[cfg(test)]

@@ -42,6 +42,8 @@ pub(in crate::config) struct RawPipeline {
     pub detectors: S<Vec<S<RawDetector>>>,
     /// Where alerts and bad records go. Required.
     pub sink: S<RawSink>,
+    /// Durable detector state. Default: on, with the default changelog.
+    pub state: Option<S<RawState>>,
 }
 
 /// `source:`
@@ -120,7 +122,7 @@ impl DetectorType {
         match self {
             DetectorType::SpendAnomaly => &["name", "amount", "history", "min_history", "factor", "min_amount"],
             DetectorType::VelocityScore => {
-                &["name", "amount", "velocity", "high_amount", "alert_above", "allowed_lateness", "idle_timeout"]
+                &["name", "amount", "velocity", "high_amount", "alert_above", "allowed_lateness"]
             }
         }
     }
@@ -156,7 +158,7 @@ pub(in crate::config) struct RawDetector {
     pub alert_above: Option<S<u32>>,
     /// Duration text. Default `0s`.
     pub allowed_lateness: Option<S<String>>,
-    /// Duration text. Default: none.
+    /// Moved to `state.idle_timeout`: kept here only to say so.
     pub idle_timeout: Option<S<String>>,
 }
 
@@ -193,4 +195,17 @@ pub(in crate::config) struct RawSink {
     /// How long a delivery may be retried before the pipeline stops.
     /// Default `2m`.
     pub delivery_timeout: Option<S<String>>,
+}
+
+/// `state:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::config) struct RawState {
+    /// Default true.
+    pub enabled: Option<S<bool>>,
+    /// Changelog topic name, `{topic}` standing for the source topic.
+    /// Default `<name>.{topic}.changelog`.
+    pub changelog: Option<S<String>>,
+    /// Duration text. Default `30d`.
+    pub idle_timeout: Option<S<String>>,
 }

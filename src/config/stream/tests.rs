@@ -100,7 +100,7 @@ fn defaults_are_the_reference_agents() {
     let v = VelocityScoreConfig::default();
     assert_eq!(v.velocity, Some(VelocityRule { window: Duration::from_secs(60), max_count: 5, points: 40 }));
     assert_eq!(v.high_amount, Some(HighAmountRule { threshold: dec("4000"), points: 50 }));
-    assert_eq!((v.alert_above, v.allowed_lateness, v.idle_timeout), (70, Duration::ZERO, None));
+    assert_eq!((v.alert_above, v.allowed_lateness), (70, Duration::ZERO));
 }
 
 #[test]
@@ -190,10 +190,13 @@ detectors:
     high_amount: {threshold: 99.99, points: 20}
     alert_above: 25
     allowed_lateness: 5m
-    idle_timeout: 1d
 sink:
   alerts: a
   dead_letters: d
+state:
+  enabled: false
+  changelog: '{topic}.state'
+  idle_timeout: 1d
 ");
     assert_eq!(p.source.start_from, StartFrom::Latest);
     let props: Vec<(&str, &str)> = p.source.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -234,10 +237,14 @@ sink:
                 high_amount: Some(HighAmountRule { threshold: dec("99.99"), points: 20 }),
                 alert_above: 25,
                 allowed_lateness: Duration::from_secs(300),
-                idle_timeout: Some(Duration::from_secs(86_400)),
             }),
         }
     );
+    assert_eq!(
+        p.state,
+        StateConfig { enabled: false, changelog: "{topic}.state".into(), idle_timeout: Duration::from_secs(86_400) }
+    );
+    assert_eq!((p.state.changelog_topic("t1"), p.state.changelog_topic("t2")), ("t1.state".into(), "t2.state".into()));
     // event_time is source.ts_ms, so no column for it.
     assert_eq!(p.columns(), ["account", "tenant", "id", "total", "amount"]);
 }
@@ -671,9 +678,11 @@ fn velocity_score_rules() {
         problem_at(&velocity("    high_amount: {threshold: -1}\n"), "detectors[0].high_amount.threshold").message,
         "must be ≥ 0 (got -1)"
     );
-    let p = problem_at(&velocity("    idle_timeout: 0s\n"), "detectors[0].idle_timeout");
-    assert!(p.message.starts_with("must be > 0 (got 0s)"), "{p:?}");
-    ok(&velocity("    idle_timeout: 1h\n    allowed_lateness: 0s\n"));
+    let p = problem_at(&velocity("    idle_timeout: 1h\n"), "detectors[0].idle_timeout");
+    assert!(p.message.starts_with("moved to state.idle_timeout"), "{p:?}");
+    let p = problem_at(&with_detectors("  - type: spend_anomaly\n    idle_timeout: 1h\n"), "detectors[0].idle_timeout");
+    assert!(p.message.starts_with("moved to state.idle_timeout"), "{p:?}");
+    ok(&velocity("    allowed_lateness: 0s\n"));
     problem_at(&velocity("    allowed_lateness: 5\n"), "detectors[0].allowed_lateness");
 
     // A threshold no score can pass names every field and value involved.
@@ -728,4 +737,40 @@ fn typo_suggestions_are_close_matches_only() {
     assert_eq!(closest("colour", &keys), None);
     assert_eq!(edit_distance("ab", "ba"), 1);
     assert_eq!(edit_distance("", "abc"), 3);
+}
+
+#[test]
+fn state_is_kept_by_default_in_a_changelog_per_source_topic() {
+    let p = ok(BASE);
+    assert_eq!(
+        p.state,
+        StateConfig {
+            enabled: true,
+            changelog: "test.{topic}.changelog".into(),
+            idle_timeout: Duration::from_secs(30 * 86_400)
+        }
+    );
+    assert_eq!(p.state.changelog_topic("in"), "test.in.changelog");
+}
+
+#[test]
+fn state_rules() {
+    let state = |section: &str| format!("{BASE}state: {section}\n");
+    let two_topics = |section: &str| state(section).replace("topics: [in]", "topics: [in, more]");
+    let p = problem_at(&two_topics("{changelog: shared}"), "state.changelog");
+    assert!(p.message.starts_with("must hold {topic} (the pipeline reads 2 topics"), "{p:?}");
+    assert_eq!(ok(&two_topics("{changelog: 'x.{topic}'}")).state.changelog_topic("more"), "x.more");
+    let p = problem_at(&state("{changelog: 'bad name {topic}'}"), "state.changelog");
+    assert!(p.message.starts_with("not a valid Kafka topic name"), "{p:?}");
+    for (template, other) in [("'{topic}'", "source.topics"), ("out", "sink.alerts"), ("dlq", "sink.dead_letters")] {
+        let p = problem_at(&state(&format!("{{changelog: {template}}}")), "state.changelog");
+        assert!(p.message.ends_with(&format!("which is also {other}: a changelog is a topic of its own")), "{p:?}");
+    }
+    assert_eq!(problem_at(&state("{idle_timeout: 0s}"), "state.idle_timeout").message, "must be > 0 (got 0s)");
+    problem_at(&state("{idle_timeout: 7}"), "state.idle_timeout");
+    // Wrong shapes are the parser's: located, on the state line.
+    for (section, says) in [("{enabled: perhaps}", "invalid boolean"), ("{retention: 1d}", "retention")] {
+        let all = problems(&state(section));
+        assert!(all.iter().any(|p| p.line == Some(16) && p.message.contains(says)), "{all:#?}");
+    }
 }

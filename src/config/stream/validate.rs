@@ -17,11 +17,12 @@ use rust_decimal::Decimal;
 use serde_saphyr::Location;
 
 use super::raw::{
-    DetectorType, RawDetector, RawFormat, RawHighAmount, RawPipeline, RawRows, RawSink, RawSource, RawVelocity,
+    DetectorType, RawDetector, RawFormat, RawHighAmount, RawPipeline, RawRows, RawSink, RawSource, RawState,
+    RawVelocity,
 };
 use super::{
     DecimalHandling, DetectorConfig, DetectorKind, EventTime, FormatConfig, HighAmountRule, Pipeline, RowsConfig,
-    SchemaMode, SinkConfig, SourceConfig, SpendAnomalyConfig, VelocityRule, VelocityScoreConfig,
+    SchemaMode, SinkConfig, SourceConfig, SpendAnomalyConfig, StateConfig, VelocityRule, VelocityScoreConfig,
 };
 use crate::config::decimal;
 use crate::config::interpolate::ColumnMap;
@@ -60,6 +61,7 @@ pub(in crate::config) fn validate(
     let detectors = v.detectors(raw.detectors);
     let format = v.format(raw.format, &detectors);
     let sink = v.sink(raw.sink, &source.topics);
+    let state = v.state(raw.state, &name, &source.topics, &sink);
 
     let mut problems = v.problems;
     if !problems.is_empty() {
@@ -67,7 +69,7 @@ pub(in crate::config) fn validate(
         problems.sort_by_key(|p| (p.line.is_none(), p.line, p.column));
         return Err(problems);
     }
-    Ok(Pipeline { name, file, source, format, rows, detectors, sink })
+    Ok(Pipeline { name, file, source, format, rows, detectors, sink, state })
 }
 
 impl Validator<'_> {
@@ -372,6 +374,14 @@ impl Validator<'_> {
             if kind.fields().contains(&field) {
                 continue;
             }
+            if field == "idle_timeout" {
+                self.report(
+                    at,
+                    format!("{path}.idle_timeout"),
+                    "moved to state.idle_timeout, which forgets an idle user for every detector at once",
+                );
+                continue;
+            }
             let owner = [DetectorType::SpendAnomaly, DetectorType::VelocityScore]
                 .into_iter()
                 .find(|t| t.fields().contains(&field))
@@ -498,21 +508,7 @@ impl Validator<'_> {
             Some(text) => self.duration(&format!("{path}.allowed_lateness"), text).unwrap_or(Duration::ZERO),
             None => defaults.allowed_lateness,
         };
-        let idle_timeout = match &d.idle_timeout {
-            Some(text) => {
-                let parsed = self.duration(&format!("{path}.idle_timeout"), text);
-                if parsed == Some(Duration::ZERO) {
-                    self.report(
-                        &text.referenced,
-                        format!("{path}.idle_timeout"),
-                        format!("must be > 0 (got {}); leave it out to keep state", text.value),
-                    );
-                }
-                parsed
-            }
-            None => None,
-        };
-        VelocityScoreConfig { amount, velocity, high_amount, alert_above, allowed_lateness, idle_timeout }
+        VelocityScoreConfig { amount, velocity, high_amount, alert_above, allowed_lateness }
     }
 
     fn velocity_rule(&mut self, path: &str, raw: &RawVelocity) -> VelocityRule {
@@ -589,6 +585,81 @@ impl Validator<'_> {
             None => default,
         };
         SinkConfig { alerts, dead_letters, delivery_timeout }
+    }
+}
+
+impl Validator<'_> {
+    fn state(
+        &mut self,
+        raw: Option<S<RawState>>,
+        name: &str,
+        source_topics: &[String],
+        sink: &SinkConfig,
+    ) -> StateConfig {
+        let raw = raw.map(|r| r.value);
+        let raw = raw.as_ref();
+        let enabled = raw.and_then(|r| r.enabled.as_ref()).is_none_or(|e| e.value);
+        let changelog = match raw.and_then(|r| r.changelog.as_ref()) {
+            Some(template) => {
+                self.changelog(template, source_topics, sink);
+                template.value.clone()
+            }
+            None => StateConfig::default_changelog(name),
+        };
+        let default = StateConfig::DEFAULT_IDLE_TIMEOUT;
+        let idle_timeout = match raw.and_then(|r| r.idle_timeout.as_ref()) {
+            Some(text) => match self.duration("state.idle_timeout", text) {
+                Some(d) if d.is_zero() => {
+                    self.report(&text.referenced, "state.idle_timeout", format!("must be > 0 (got {})", text.value));
+                    default
+                }
+                Some(d) => d,
+                None => default,
+            },
+            None => default,
+        };
+        StateConfig { enabled, changelog, idle_timeout }
+    }
+
+    /// Every changelog the template names is a valid topic, one per source
+    /// topic, and none is a topic the pipeline reads or writes.
+    fn changelog(&mut self, template: &S<String>, source_topics: &[String], sink: &SinkConfig) {
+        let path = "state.changelog";
+        let placeholder = StateConfig::TOPIC_PLACEHOLDER;
+        if source_topics.len() > 1 && !template.value.contains(placeholder) {
+            self.report(
+                &template.referenced,
+                path,
+                format!(
+                    "must hold {placeholder} (the pipeline reads {} topics, and each needs a changelog of its own), \
+                     e.g. {placeholder}.changelog",
+                    source_topics.len()
+                ),
+            );
+            return;
+        }
+        for source in source_topics {
+            let topic = template.value.replace(placeholder, source);
+            let named = S { value: topic.clone(), referenced: template.referenced, defined: template.defined };
+            let before = self.problems.len();
+            self.topic(path, &named);
+            if self.problems.len() > before {
+                return;
+            }
+            let others = source_topics
+                .iter()
+                .map(|t| ("source.topics", t))
+                .chain([("sink.alerts", &sink.alerts), ("sink.dead_letters", &sink.dead_letters)]);
+            for (field, other) in others {
+                if *other == topic {
+                    self.report(
+                        &template.referenced,
+                        path,
+                        format!("names {topic}, which is also {field}: a changelog is a topic of its own"),
+                    );
+                }
+            }
+        }
     }
 }
 
