@@ -20,6 +20,9 @@
 //!   actors that own the users and send alerts, and the router to them.
 //! - [`sink`]: alerts (their JSON and deterministic id) and dead letters
 //!   (undecodable records with the reason in headers), sent durably.
+//! - [`changelog`]: where detector state is kept: a compacted topic per
+//!   source topic, written partition by partition and read back on
+//!   assignment; bytes only.
 //! - [`decode`]: Debezium records (JSON, with or without schema,
 //!   flattened or not) to typed rows, exactly; bad records to errors with
 //!   a reason.
@@ -34,6 +37,7 @@
 //! - [`telemetry`]: metric names, the typed series owners register, the
 //!   Prometheus recorder, `/metrics` and `/health`. A leaf.
 
+pub mod changelog;
 pub mod config;
 pub mod decode;
 pub mod detect;

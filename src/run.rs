@@ -22,9 +22,12 @@ use rdkafka::producer::Producer;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
+use crate::changelog::restore::Restorer;
+use crate::changelog::writer::ChangelogWriter;
+use crate::changelog::{self, ChangelogTopicError};
 use crate::config::{BatchPipeline, Pipeline};
 use crate::decode::DecodeOptions;
-use crate::detect::router::DetectorRouter;
+use crate::detect::router::{DetectorRouter, Durable};
 use crate::detect::shard::ShardSetup;
 use crate::kafka::{
     create_producer, durable_producer_config, ensure_topics, record_limit, Client, DurableProducer, TopicsError,
@@ -66,6 +69,9 @@ async fn run_inside(pipelines: Vec<Pipeline>, batch: Vec<BatchPipeline>, options
         let pipeline = Arc::new(pipeline);
         health.register(&pipeline.name);
         check_topics(&pipeline).await?;
+        if pipeline.state.enabled {
+            check_changelogs(&pipeline).await?;
+        }
         let producer = pipeline_producer(&pipeline, "", None)?;
         let dead_letter_limit =
             record_limit(&pipeline.source.brokers, &pipeline.source.properties, &pipeline.sink.dead_letters)
@@ -158,7 +164,32 @@ fn start_shards(
     let alerts = AlertSink::new(producer.clone(), pipeline.sink.alerts.clone());
     let setup = Arc::new(ShardSetup::for_pipeline(pipeline, &decode.projection, alerts)?);
     let workers: Vec<_> = arbiters.iter().map(Arbiter::handle).collect();
-    Ok(DetectorRouter::start(setup, &workers, health.clone()))
+    let durable = if pipeline.state.enabled {
+        let writer = ChangelogWriter::new(producer.clone(), pipeline);
+        let restorer =
+            Restorer::start(pipeline).with_context(|| format!("{}: starting the state restorer", pipeline.name))?;
+        Some(Durable::new(&pipeline.name, writer, restorer))
+    } else {
+        None
+    };
+    Ok(DetectorRouter::start(setup, &workers, health.clone(), durable))
+}
+
+/// Each source topic's changelog exists (created when missing) with as
+/// many partitions and compacted.
+async fn check_changelogs(pipeline: &Pipeline) -> anyhow::Result<()> {
+    let name = &pipeline.name;
+    for source in &pipeline.source.topics {
+        let topic = pipeline.state.changelog_topic(source);
+        match changelog::ensure(&pipeline.source.brokers, &pipeline.source.properties, source, &topic).await {
+            Ok(()) => {}
+            Err(e @ (ChangelogTopicError::PartitionCount { .. } | ChangelogTopicError::CleanupPolicy { .. })) => {
+                bail!("{name}: state.changelog: {e}")
+            }
+            Err(e) => return Err(e).with_context(|| format!("{name}: checking the changelog {topic}")),
+        }
+    }
+    Ok(())
 }
 
 /// The topics a pipeline reads and writes must exist: the broker is not

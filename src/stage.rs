@@ -21,6 +21,8 @@ use crate::row::Row;
 pub enum Output {
     Alert,
     DeadLetter,
+    /// A record of a user's state, to the changelog.
+    StateRecord,
 }
 
 impl fmt::Display for Output {
@@ -28,6 +30,7 @@ impl fmt::Display for Output {
         f.write_str(match self {
             Output::Alert => "alert",
             Output::DeadLetter => "dead letter",
+            Output::StateRecord => "state record",
         })
     }
 }
@@ -44,6 +47,11 @@ pub enum BatchError {
     /// pipeline stops without committing past the batch.
     #[error("{what} not delivered to topic {topic}: {error}{}", fix(.error))]
     NotDelivered { what: Output, topic: String, error: KafkaError },
+    /// Final: a partition's saved state could not be read back; nothing
+    /// is processed rather than judged on a state that is not the saved
+    /// one.
+    #[error("restoring state from {changelog}: {reason}")]
+    StateUnreadable { changelog: String, reason: String },
 }
 
 /// What to change when a delivery fails for good because of the topic's
@@ -65,7 +73,7 @@ impl BatchError {
     pub fn is_passing(&self) -> bool {
         match self {
             BatchError::Unavailable { .. } => true,
-            BatchError::NotDelivered { .. } => false,
+            BatchError::NotDelivered { .. } | BatchError::StateUnreadable { .. } => false,
         }
     }
 }
@@ -106,7 +114,24 @@ pub fn panic_message(panic: &(dyn Any + Send)) -> String {
     }
 }
 
+/// A partition's state as it was after the batches handed downstream up
+/// to offset `through`: the records that make it durable (keys and values
+/// as the stateful stage encodes them; no value: the key is gone).
+#[derive(Debug, Default)]
+pub struct Checkpoint {
+    pub through: i64,
+    pub records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
 /// What happens to decoded rows: the detectors, in a full pipeline.
+///
+/// A stage that keeps state ([`Downstream::keeps_state`]) makes it durable
+/// in checkpoints, and the source commits an offset only once a checkpoint
+/// at or past it is durable: the source asks for a [`Checkpoint`] between
+/// batches, in order, and has it persisted once every batch before it is
+/// done (their alerts acknowledged), so a checkpoint never holds a row
+/// whose alerts could still be lost. When a partition is assigned (or its
+/// actor restarts), its state is restored before its first batch.
 pub trait Downstream: Send + Sync + 'static {
     /// Processes one batch of a partition's rows, in order. The future
     /// resolves once every effect of the rows is durable, with the rows
@@ -117,6 +142,41 @@ pub trait Downstream: Send + Sync + 'static {
         partition: i32,
         rows: Vec<Row>,
     ) -> BoxFuture<'static, Result<Vec<Panicked>, BatchError>>;
+
+    /// Whether the stage keeps state that checkpoints make durable; then
+    /// offsets are committed at checkpoints, not after every batch.
+    fn keeps_state(&self) -> bool {
+        false
+    }
+
+    /// Captures the partition's state after the batches handed over so
+    /// far, the last of which ends at offset `through`.
+    fn checkpoint(
+        &self,
+        _topic: Arc<str>,
+        _partition: i32,
+        through: i64,
+    ) -> BoxFuture<'static, Result<Checkpoint, BatchError>> {
+        Box::pin(async move { Ok(Checkpoint { through, records: Vec::new() }) })
+    }
+
+    /// Makes a captured checkpoint durable.
+    fn persist(
+        &self,
+        _topic: Arc<str>,
+        _partition: i32,
+        _checkpoint: Checkpoint,
+    ) -> BoxFuture<'static, Result<(), BatchError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Makes the partition's state what its last durable checkpoint holds,
+    /// before its first batch is handed over (an assignment, or its actor
+    /// restarted). Rows read again that the state holds already are
+    /// recognised by their offsets and skipped.
+    fn restore(&self, _topic: Arc<str>, _partition: i32) -> BoxFuture<'static, Result<(), BatchError>> {
+        Box::pin(async { Ok(()) })
+    }
 
     /// The partition came to this process; called before any of its
     /// batches, so state kept for it can be made ready.

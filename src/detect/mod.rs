@@ -12,6 +12,8 @@
 //! hands each partition's batches to its shard.
 
 mod exact;
+pub mod record;
+pub mod restore;
 pub mod router;
 pub mod shard;
 pub mod spend;

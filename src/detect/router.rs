@@ -7,23 +7,48 @@
 //! row that panics a detector is given up, see [`super::shard`]), but
 //! should a shard stop all the same, its partitions' batches fail as
 //! passing errors (their actors restart and read them again) and the next
-//! batch for it starts a new shard in its place, on the same worker. The
-//! users it held are lost, as in a restart of the process.
+//! batch for it starts a new shard in its place, on the same worker. With
+//! durable state its partitions are then restored from their changelogs;
+//! without, the users it held are lost, as in a restart of the process.
+//!
+//! With durable state the router also makes a partition's checkpoints
+//! durable (the [`ChangelogWriter`]) and restores a partition's users
+//! (the [`Restorer`], then [`Install`] on its shard), saying in one log
+//! line how many and how long it took.
 
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use actix::{Actor, Addr, ArbiterHandle};
 use futures::future::BoxFuture;
-use tracing::error;
+use tracing::{error, info, warn};
 
-use super::shard::{Detect, DetectorShard, Forget, ShardSetup};
+use super::restore::Loaded;
+use super::shard::{Capture, Detect, DetectorShard, Forget, Install, ShardSetup};
+use crate::changelog::restore::Restorer;
+use crate::changelog::writer::ChangelogWriter;
 use crate::row::Row;
-use crate::stage::{placement, BatchError, Downstream, Panicked};
-use crate::telemetry::Health;
+use crate::stage::{placement, BatchError, Checkpoint, Downstream, Panicked};
+use crate::telemetry::{names, zeroed_counter, Health};
 
 pub struct DetectorRouter {
     /// One per worker: `shards[i]` runs on worker `i`.
     shards: Vec<Arc<ShardSlot>>,
+    /// With `state.enabled`: where checkpoints go and restores come from.
+    durable: Option<Arc<Durable>>,
+}
+
+/// The changelog side of a pipeline's state.
+pub struct Durable {
+    pub writer: ChangelogWriter,
+    pub restorer: Restorer,
+    users_restored: metrics::Counter,
+}
+
+impl Durable {
+    pub fn new(pipeline: &str, writer: ChangelogWriter, restorer: Restorer) -> Self {
+        Durable { writer, restorer, users_restored: zeroed_counter(names::STATE_USERS_RESTORED, pipeline) }
+    }
 }
 
 /// A worker's shard, and what it takes to start it again.
@@ -69,8 +94,14 @@ impl ShardSlot {
 }
 
 impl DetectorRouter {
-    /// Starts one shard on each worker.
-    pub fn start(setup: Arc<ShardSetup>, workers: &[ArbiterHandle], health: Health) -> Self {
+    /// Starts one shard on each worker; with `durable`, state is
+    /// checkpointed to and restored from changelogs.
+    pub fn start(
+        setup: Arc<ShardSetup>,
+        workers: &[ArbiterHandle],
+        health: Health,
+        durable: Option<Durable>,
+    ) -> Self {
         let shards = workers
             .iter()
             .enumerate()
@@ -84,7 +115,7 @@ impl DetectorRouter {
                 })
             })
             .collect();
-        DetectorRouter { shards }
+        DetectorRouter { shards, durable: durable.map(Arc::new) }
     }
 
     fn slot(&self, topic: &str, partition: i32) -> &Arc<ShardSlot> {
@@ -120,6 +151,79 @@ impl Downstream for DetectorRouter {
         })
     }
 
+    fn keeps_state(&self) -> bool {
+        self.durable.is_some()
+    }
+
+    fn checkpoint(
+        &self,
+        topic: Arc<str>,
+        partition: i32,
+        through: i64,
+    ) -> BoxFuture<'static, Result<Checkpoint, BatchError>> {
+        let slot = Arc::clone(self.slot(&topic, partition));
+        let shard = slot.current();
+        let request = shard.send(Capture { topic, partition, through });
+        Box::pin(async move {
+            match request.await {
+                Ok(result) => result,
+                Err(reason) => {
+                    slot.replace(&shard);
+                    Err(BatchError::Unavailable { stage: "detector shard", reason })
+                }
+            }
+        })
+    }
+
+    fn persist(
+        &self,
+        topic: Arc<str>,
+        partition: i32,
+        checkpoint: Checkpoint,
+    ) -> BoxFuture<'static, Result<(), BatchError>> {
+        match &self.durable {
+            Some(durable) => durable.writer.write(&topic, partition, checkpoint.records),
+            None => Box::pin(async { Ok(()) }),
+        }
+    }
+
+    fn restore(&self, topic: Arc<str>, partition: i32) -> BoxFuture<'static, Result<(), BatchError>> {
+        let Some(durable) = self.durable.clone() else { return Box::pin(async { Ok(()) }) };
+        let slot = Arc::clone(self.slot(&topic, partition));
+        let changelog = durable.writer.changelog(&topic);
+        let pipeline = slot.setup.pipeline.clone();
+        let started = Instant::now();
+        let read = durable.restorer.read(changelog.clone(), partition, Loaded::new(Arc::clone(&slot.setup.detectors)));
+        Box::pin(async move {
+            let unreadable = |reason: String| BatchError::StateUnreadable {
+                changelog: format!("{changelog}/{partition}"),
+                reason,
+            };
+            let (loaded, stats) = read.await.map_err(|e| unreadable(e.to_string()))?;
+            let Loaded { users, partition: partition_record, report, .. } = loaded;
+            let shard = slot.current();
+            let install = Install { topic: Arc::clone(&topic), partition, users, partition_record };
+            let users = match shard.send(install).await {
+                Ok(users) => users,
+                Err(reason) => {
+                    slot.replace(&shard);
+                    return Err(BatchError::Unavailable { stage: "detector shard", reason });
+                }
+            };
+            let took = started.elapsed();
+            durable.users_restored.increment(users as u64);
+            metrics::gauge!(names::STATE_RESTORE_SECONDS, "pipeline" => pipeline.clone(),
+                "topic" => topic.to_string(), "partition" => partition.to_string())
+            .set(took.as_secs_f64());
+            info!(%pipeline, records = stats.records, bytes = stats.bytes,
+                "restored {users} users of {topic}/{partition} in {} ms", took.as_millis());
+            if let Some(summary) = report.summary() {
+                warn!(%pipeline, %topic, partition, "the pipeline's detectors changed since the state was saved: {summary}");
+            }
+            Ok(())
+        })
+    }
+
     fn revoked(&self, topic: &str, partition: i32) {
         self.slot(topic, partition).current().do_send(Forget { topic: Arc::from(topic), partition });
     }
@@ -142,7 +246,7 @@ mod tests {
             let health = Health::default();
             health.healthy("t");
             let setup = Arc::new(shard::setup());
-            let router = DetectorRouter::start(Arc::clone(&setup), &[worker.handle()], health.clone());
+            let router = DetectorRouter::start(Arc::clone(&setup), &[worker.handle()], health.clone(), None);
             // Rows that warm the state and alert on nothing (the producer
             // never connects).
             let calm = || shard::rows(&setup).into_iter().take(3).collect::<Vec<_>>();

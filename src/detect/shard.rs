@@ -10,9 +10,15 @@
 //! after `rows.max_attempts` tries. The router restarts a shard that stops
 //! all the same.
 //!
-//! State lives in memory, per partition: a partition that leaves the
-//! process takes its users' state with it (dropped on revocation), and a
-//! restart starts empty. Keeping state across restarts is a later step.
+//! State lives in memory, per partition. With `state.enabled` it is also
+//! durable: a partition's users are installed from its changelog
+//! ([`Install`]) before its first batch, rows read again that the restored
+//! state holds already (at or below a user's offset, or the partition's
+//! restored checkpoint) are skipped, and [`Capture`] encodes the users
+//! changed since the last checkpoint, the tombstones of users forgotten,
+//! and last the partition's own record. A shard asked for a partition it
+//! does not hold (it was restarted) answers that it is unavailable, so the
+//! partition is restored again rather than judged on an empty state.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -27,10 +33,11 @@ use dashmap::DashMap;
 use futures::future::join_all;
 use tracing::{error, warn};
 
+use super::record::{self, PartitionRecord};
 use super::{CompileError, Detectors, UserMap, UserState};
 use crate::row::{Key, Op, Row, Value};
 use crate::sink::alert::{self, Alert, AlertContext, AlertSink, SourcePosition};
-use crate::stage::{panic_message, BatchError, Output, Panicked};
+use crate::stage::{panic_message, BatchError, Checkpoint, Output, Panicked};
 use crate::telemetry::{names, zeroed_counter, zeroed_gauge, OnFirstUse};
 use crate::time::EventTime;
 
@@ -61,16 +68,53 @@ pub struct ShardSetup {
     pub max_attempts: u32,
     /// Shards restarted by the router.
     pub restarts: metrics::Counter,
+    /// `state.enabled`: users are installed, captured and skipped by offset.
+    pub durable: bool,
+    /// Bytes of state held by all shards of the pipeline, and its gauge.
+    state_bytes: Arc<AtomicI64>,
+    state_bytes_gauge: metrics::Gauge,
+    rows_skipped: metrics::Counter,
 }
 
 /// The users of one partition.
-#[derive(Default)]
 struct PartitionUsers {
     users: UserMap,
     /// Keys of this partition first seen on another one (usually none).
     misaligned: HashSet<Key>,
+    /// The newest event time of the partition: the clock users idle by.
     newest: Option<EventTime>,
     rows_since_expiry: usize,
+    /// The last offset the restored checkpoint holds: rows at or below it
+    /// are in the state already (or their users were forgotten since).
+    restored_through: i64,
+    /// The last offset the last capture holds: users with a newer offset
+    /// changed since.
+    captured_through: i64,
+    /// Users forgotten since the last capture: tombstones to write.
+    evicted: Vec<Key>,
+    /// The users' bytes as the last capture counted them.
+    bytes: usize,
+}
+
+impl Default for PartitionUsers {
+    fn default() -> Self {
+        PartitionUsers::restored(UserMap::default(), UserState::NO_OFFSET, None)
+    }
+}
+
+impl PartitionUsers {
+    fn restored(users: UserMap, through: i64, newest: Option<EventTime>) -> Self {
+        PartitionUsers {
+            users,
+            misaligned: HashSet::new(),
+            newest,
+            rows_since_expiry: 0,
+            restored_through: through,
+            captured_through: through,
+            evicted: Vec::new(),
+            bytes: 0,
+        }
+    }
 }
 
 impl ShardSetup {
@@ -110,6 +154,10 @@ impl ShardSetup {
             key_partitions: DashMap::new(),
             max_attempts: pipeline.rows.max_attempts,
             restarts: zeroed_counter(names::ACTOR_RESTARTS, &pipeline.name),
+            durable: pipeline.state.enabled,
+            state_bytes: Arc::new(AtomicI64::new(0)),
+            state_bytes_gauge: zeroed_gauge(names::STATE_BYTES, &pipeline.name),
+            rows_skipped: zeroed_counter(names::STATE_ROWS_SKIPPED, &pipeline.name),
         })
     }
 
@@ -157,6 +205,25 @@ impl DetectorShard {
             self.setup.tracked_gauge.set(now as f64);
         }
     }
+
+    fn track_bytes(&self, delta: i64) {
+        if delta != 0 {
+            let now = self.setup.state_bytes.fetch_add(delta, Ordering::Relaxed) + delta;
+            self.setup.state_bytes_gauge.set(now as f64);
+        }
+    }
+
+
+    /// Forgets a partition's users.
+    fn drop_partition(&mut self, topic: &Arc<str>, partition: i32) {
+        if let Some(part) = self.partitions.remove(&(Arc::clone(topic), partition)) {
+            for key in part.users.keys() {
+                self.setup.forget_key(key, partition);
+            }
+            self.track(-(part.users.len() as i64));
+            self.track_bytes(-(part.bytes as i64));
+        }
+    }
 }
 
 impl Actor for DetectorShard {
@@ -169,6 +236,8 @@ impl Drop for DetectorShard {
     fn drop(&mut self) {
         let held: usize = self.partitions.values().map(|part| part.users.len()).sum();
         self.track(-(held as i64));
+        let bytes: usize = self.partitions.values().map(|part| part.bytes).sum();
+        self.track_bytes(-(bytes as i64));
     }
 }
 
@@ -179,6 +248,43 @@ pub struct Detect {
     pub topic: Arc<str>,
     pub partition: i32,
     pub rows: Vec<Row>,
+}
+
+/// A partition's users in `partitions`; with durable state only once
+/// installed (else the shard was restarted since: unavailable, so the
+/// partition is restored again).
+fn users_of<'a>(
+    partitions: &'a mut HashMap<(Arc<str>, i32), PartitionUsers>,
+    durable: bool,
+    topic: &Arc<str>,
+    partition: i32,
+) -> Result<&'a mut PartitionUsers, BatchError> {
+    let key = (Arc::clone(topic), partition);
+    if durable {
+        let unavailable = BatchError::Unavailable { stage: "detector shard", reason: actix::MailboxError::Closed };
+        return partitions.get_mut(&key).ok_or(unavailable);
+    }
+    Ok(partitions.entry(key).or_default())
+}
+
+/// Encode what changed in the partition since the last capture, up to
+/// offset `through` (the last of the batches handed over before this).
+#[derive(Message)]
+#[rtype(result = "Result<Checkpoint, BatchError>")]
+pub struct Capture {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub through: i64,
+}
+
+/// A partition's users as its changelog holds them, replacing any held.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Install {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub users: UserMap,
+    pub partition_record: Option<PartitionRecord>,
 }
 
 /// The partition left this process: forget its users.
@@ -195,8 +301,12 @@ impl Handler<Detect> for DetectorShard {
     fn handle(&mut self, msg: Detect, _ctx: &mut Context<Self>) -> Self::Result {
         let setup = Arc::clone(&self.setup);
         let detectors = &setup.detectors;
-        let part = self.partitions.entry((Arc::clone(&msg.topic), msg.partition)).or_default();
+        let part = match users_of(&mut self.partitions, setup.durable, &msg.topic, msg.partition) {
+            Ok(part) => part,
+            Err(unavailable) => return Box::pin(async move { Err(unavailable) }),
+        };
         let before = part.users.len();
+        let mut skipped = 0u64;
         let mut alerts = Vec::new();
         let mut given_up = Vec::new();
         let (mut misaligned, mut other_partition) = (0u64, None);
@@ -211,6 +321,10 @@ impl Handler<Detect> for DetectorShard {
         }
         let source = SourcePosition { topic: &msg.topic, partition: msg.partition };
         for row in &msg.rows {
+            if row.offset <= part.restored_through {
+                skipped += 1;
+                continue;
+            }
             let user = match part.users.entry(row.key.clone()) {
                 Entry::Occupied(user) => user.into_mut(),
                 Entry::Vacant(slot) => {
@@ -222,24 +336,37 @@ impl Handler<Detect> for DetectorShard {
                     slot.insert(detectors.new_user())
                 }
             };
+            if row.offset <= user.offset {
+                skipped += 1;
+                continue;
+            }
             if !part.misaligned.is_empty() && part.misaligned.contains(&row.key) {
                 misaligned += 1;
             }
             match self.judge.guarded(&setup, user, row, source, &mut alerts) {
-                Ok(()) => part.newest = part.newest.max(Some(row.event_time)),
+                Ok(()) => {
+                    user.offset = row.offset;
+                    part.newest = part.newest.max(Some(row.event_time));
+                }
                 Err(panicked) => given_up.push(panicked),
             }
+        }
+        if skipped > 0 {
+            setup.rows_skipped.increment(skipped);
         }
         part.rows_since_expiry += msg.rows.len();
         if part.rows_since_expiry >= EXPIRE_EVERY_ROWS {
             part.rows_since_expiry = 0;
             if let Some(now) = part.newest {
-                let PartitionUsers { users, misaligned, .. } = part;
+                let PartitionUsers { users, misaligned, evicted, .. } = part;
                 users.retain(|key, user| {
                     let idle = detectors.expired(user, now);
                     if idle {
                         setup.forget_key(key, msg.partition);
                         misaligned.remove(key);
+                        if setup.durable {
+                            evicted.push(key.clone());
+                        }
                     }
                     !idle
                 });
@@ -349,12 +476,65 @@ impl Handler<Forget> for DetectorShard {
     type Result = ();
 
     fn handle(&mut self, msg: Forget, _ctx: &mut Context<Self>) {
-        if let Some(part) = self.partitions.remove(&(msg.topic, msg.partition)) {
-            for key in part.users.keys() {
-                self.setup.forget_key(key, msg.partition);
+        self.drop_partition(&msg.topic, msg.partition);
+    }
+}
+
+impl Handler<Capture> for DetectorShard {
+    type Result = Result<Checkpoint, BatchError>;
+
+    fn handle(&mut self, msg: Capture, _ctx: &mut Context<Self>) -> Self::Result {
+        let setup = Arc::clone(&self.setup);
+        let part = users_of(&mut self.partitions, setup.durable, &msg.topic, msg.partition)?;
+        let mut records = Vec::new();
+        // Tombstones first: a user forgotten and back since has its new
+        // state written after, and keeps it.
+        for key in std::mem::take(&mut part.evicted) {
+            if !part.users.contains_key(&key) {
+                records.push((record::key_bytes(&key), None));
             }
-            self.track(-(part.users.len() as i64));
         }
+        let mut bytes = 0;
+        for (key, user) in &part.users {
+            bytes += user.bytes_in_map(key);
+            if user.offset > part.captured_through {
+                let mut value = Vec::new();
+                record::encode_user(&setup.detectors, user, &mut value);
+                records.push((record::key_bytes(key), Some(value)));
+            }
+        }
+        // Last: once it is in the changelog, so is the rest of the capture.
+        let mut value = Vec::new();
+        PartitionRecord { through: msg.through, watermark: part.newest }.encode(&mut value);
+        records.push((record::PARTITION_KEY.to_vec(), Some(value)));
+        part.captured_through = msg.through;
+        let delta = bytes as i64 - part.bytes as i64;
+        part.bytes = bytes;
+        self.track_bytes(delta);
+        Ok(Checkpoint { through: msg.through, records })
+    }
+}
+
+impl Handler<Install> for DetectorShard {
+    type Result = usize;
+
+    fn handle(&mut self, msg: Install, _ctx: &mut Context<Self>) -> usize {
+        self.drop_partition(&msg.topic, msg.partition);
+        let (through, newest) =
+            msg.partition_record.map_or((UserState::NO_OFFSET, None), |p| (p.through, p.watermark));
+        let mut part = PartitionUsers::restored(msg.users, through, newest);
+        for key in part.users.keys() {
+            let first = *self.setup.key_partitions.entry(key.clone()).or_insert(msg.partition);
+            if first != msg.partition {
+                part.misaligned.insert(key.clone());
+            }
+        }
+        part.bytes = part.users.iter().map(|(key, user)| user.bytes_in_map(key)).sum();
+        let (users, bytes) = (part.users.len(), part.bytes);
+        self.partitions.insert((msg.topic, msg.partition), part);
+        self.track(users as i64);
+        self.track_bytes(bytes as i64);
+        users
     }
 }
 
@@ -389,7 +569,7 @@ pub(super) mod tests {
         let text = "name: t\nsource: {brokers: b, topics: [t], group: g}\nformat: {type: debezium-json}\n\
                     rows: {key: user_id, event_time: created_at}\n\
                     detectors: [{type: spend_anomaly}, {type: velocity_score}]\n\
-                    sink: {alerts: a, dead_letters: d}\n";
+                    sink: {alerts: a, dead_letters: d}\nstate: {enabled: false}\n";
         let pipeline = load_str("t.yaml", text, |_| None).expect("valid");
         let config = durable_producer_config("127.0.0.1:1", &BTreeMap::new(), Duration::from_secs(1));
         let producer = create_producer(&config, "t", Client::Producer).expect("a producer is made offline");

@@ -123,6 +123,25 @@ impl SpendHistory {
         }
     }
 
+    /// The amounts, oldest first, exactly.
+    pub(crate) fn amounts(&self) -> impl Iterator<Item = Decimal> + '_ {
+        let (narrow, wide, decimals) = match &self.amounts {
+            Amounts::Narrow(u) => (Some(u), None, None),
+            Amounts::Wide(u) => (None, Some(u), None),
+            Amounts::Decimals { ring, .. } => (None, None, Some(ring)),
+        };
+        let scale = |s: u8| u32::from(s);
+        let narrow = narrow.into_iter().flat_map(move |u| u.ring.iter().map(move |&x| Decimal::new(x.into(), scale(u.scale))));
+        let wide = wide.into_iter().flat_map(move |u| u.ring.iter().map(move |&x| Decimal::new(x, scale(u.scale))));
+        narrow.chain(wide).chain(decimals.into_iter().flatten().copied())
+    }
+
+    /// Appends an amount read back from a changelog, as a row's would be,
+    /// keeping at most `limit`.
+    pub(crate) fn restore(&mut self, amount: Decimal, limit: usize) {
+        self.push(amount, limit);
+    }
+
     /// Where the next update reads first: the oldest amount.
     pub(super) fn oldest(&self) -> *const u8 {
         match &self.amounts {

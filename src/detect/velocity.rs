@@ -49,6 +49,18 @@ impl VelocityWindow {
         self.times.capacity() * size_of::<i64>()
     }
 
+    /// The times, ascending (µs).
+    pub(crate) fn times(&self) -> impl ExactSizeIterator<Item = i64> + '_ {
+        self.times.iter().copied()
+    }
+
+    /// A window of `times` read back from a changelog (kept ascending).
+    pub(crate) fn from_times(times: impl IntoIterator<Item = i64>) -> Self {
+        let mut times: VecDeque<i64> = times.into_iter().collect();
+        times.make_contiguous().sort_unstable();
+        VelocityWindow { times }
+    }
+
     /// Where the next update reads first: the oldest time.
     pub(super) fn oldest(&self) -> *const u8 {
         super::oldest(&self.times)

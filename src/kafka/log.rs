@@ -84,7 +84,7 @@ impl ErrorLog {
 
 /// A client context whose librdkafka errors go through an [`ErrorLog`].
 pub struct LoggedContext {
-    pub(super) errors: ErrorLog,
+    pub errors: ErrorLog,
 }
 
 impl ClientContext for LoggedContext {
@@ -115,3 +115,7 @@ mod tests {
         assert_eq!(log.admit(at(60_001)), None);
     }
 }
+
+/// A consumer that only reads (assigned partitions, no group): its
+/// errors said and counted like any client's.
+impl rdkafka::consumer::ConsumerContext for LoggedContext {}

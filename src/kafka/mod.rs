@@ -33,12 +33,14 @@ crate::label_values! {
         Producer => "producer",
         /// The producer of a batch job's results.
         Results => "results",
+        /// The reader of changelogs, restoring state.
+        Restorer => "restorer",
     }
 }
 
 /// The librdkafka properties every client of a pipeline starts from: its
 /// own `properties` (TLS, SASL, tuning) and the bootstrap servers.
-fn base_config(brokers: &str, properties: &BTreeMap<String, String>) -> ClientConfig {
+pub(crate) fn base_config(brokers: &str, properties: &BTreeMap<String, String>) -> ClientConfig {
     let mut config = ClientConfig::new();
     for (k, v) in properties {
         config.set(k, v);

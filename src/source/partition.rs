@@ -13,25 +13,37 @@
 //! for a while (its shard restarted), the actor stops and its supervisor
 //! restarts it with a new epoch and a rewind to the last durable offset,
 //! so nothing is skipped.
+//!
+//! With state kept downstream ([`Downstream::keeps_state`]) the actor first
+//! has its partition's state restored, holding the batches that arrive
+//! meanwhile (the poll thread pauses the partition once too many are
+//! held), and then asks for a checkpoint every [`CHECKPOINT_INTERVAL`] and
+//! when it drains; the offset it stores for the next commit is that of the
+//! last durable checkpoint.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures::future::join_all;
 use tracing::{error, warn};
 
 use super::batch::RecordBatch;
-use super::offsets::CompletionTracker;
+use super::offsets::{CompletionTracker, Work};
 use super::series::SourceSeries;
 use rdkafka::error::KafkaError;
 
 use crate::decode::{DecodeError, DecodeOptions, DecodeReason, Decoded, Decoder, SkipReason};
 use crate::row::{Op, Row};
 use crate::sink::dead_letter::{DeadLetters, Origin};
-use crate::stage::{BatchError, Downstream, Output};
+use crate::stage::{BatchError, Checkpoint, Downstream, Output};
 use crate::telemetry::{Health, Label};
+
+/// How often a partition's state is checkpointed (when it changed): what a
+/// crash makes vigil read again, at most, besides what was not committed.
+pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What partition actors ask of the poll thread, which owns the consumer.
 pub(crate) enum Control {
@@ -75,20 +87,40 @@ pub(crate) struct PartitionActor {
     /// A batch failed for good: no further batches, drains answer at once.
     fatal: bool,
     drain_waiters: Vec<mpsc::Sender<Option<i64>>>,
+    /// Downstream keeps state: checkpoints, and a restore at start.
+    stateful: bool,
+    /// The state is being restored: batches wait in `held`.
+    restoring: bool,
+    held: Vec<RecordBatch>,
+    /// The last offset of the batches handed downstream, and of those the
+    /// last checkpoint holds.
+    handed_through: Option<i64>,
+    checkpointed_through: Option<i64>,
+    /// Checkpoints captured, by sequence number, until they may be
+    /// persisted (once everything before them is done).
+    captured: HashMap<u64, Checkpoint>,
 }
 
 impl PartitionActor {
     pub fn new(setup: PartitionSetup) -> Self {
         let decoder = Decoder::new(setup.decode.clone(), &setup.topic);
+        let stateful = setup.downstream.keeps_state();
+        let commits_at = if stateful { Work::Checkpoint } else { Work::Batch };
         PartitionActor {
             setup,
             decoder,
-            tracker: CompletionTracker::default(),
+            tracker: CompletionTracker::committing_at(commits_at),
             epoch: 0,
             first_offset: None,
             failed: false,
             fatal: false,
             drain_waiters: Vec::new(),
+            stateful,
+            restoring: false,
+            held: Vec::new(),
+            handed_through: None,
+            checkpointed_through: None,
+            captured: HashMap::new(),
         }
     }
 
@@ -125,11 +157,13 @@ impl PartitionActor {
         }
     }
 
-    fn batch_done(&mut self, seq: u64, epoch: u64) {
+    fn work_done(&mut self, seq: u64, work: Work, epoch: u64, ctx: &mut Context<Self>) {
         if epoch != self.epoch {
             return;
         }
-        self.setup.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if work == Work::Batch {
+            self.setup.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
         if let Some(next) = self.tracker.complete(seq) {
             let _ = self.setup.control.send(Control::Store {
                 topic: Arc::clone(&self.setup.topic),
@@ -137,6 +171,95 @@ impl PartitionActor {
                 next,
             });
         }
+        self.persist_ready(ctx);
+        self.answer_drains();
+    }
+
+    /// Asks downstream for a checkpoint of what was handed over since the
+    /// last one: sent now, so that it follows those batches.
+    fn checkpoint(&mut self, ctx: &mut Context<Self>) {
+        if !self.stateful || self.restoring || self.fatal {
+            return;
+        }
+        let Some(through) = self.handed_through else { return };
+        if self.checkpointed_through >= Some(through) {
+            return;
+        }
+        self.checkpointed_through = Some(through);
+        let seq = self.tracker.start_checkpoint(through);
+        let epoch = self.epoch;
+        let capture = self.setup.downstream.checkpoint(Arc::clone(&self.setup.topic), self.setup.partition, through);
+        ctx.spawn(capture.into_actor(self).map(move |result, actor, ctx| {
+            if epoch != actor.epoch {
+                return;
+            }
+            match result {
+                Ok(checkpoint) => {
+                    actor.captured.insert(seq, checkpoint);
+                    actor.persist_ready(ctx);
+                }
+                Err(reason) => actor.fail(reason, epoch, ctx),
+            }
+        }));
+    }
+
+    /// Persists the oldest checkpoint once everything before it is done
+    /// (and it was captured).
+    fn persist_ready(&mut self, ctx: &mut Context<Self>) {
+        let Some(seq) = self.tracker.ready_checkpoint() else { return };
+        let Some(checkpoint) = self.captured.remove(&seq) else { return };
+        let epoch = self.epoch;
+        let persist = self.setup.downstream.persist(Arc::clone(&self.setup.topic), self.setup.partition, checkpoint);
+        ctx.spawn(persist.into_actor(self).map(move |result, actor, ctx| match result {
+            Ok(()) => actor.work_done(seq, Work::Checkpoint, epoch, ctx),
+            Err(reason) => actor.fail(reason, epoch, ctx),
+        }));
+    }
+
+    /// Restores the partition's state, then hands over the batches held
+    /// meanwhile.
+    fn restore(&mut self, ctx: &mut Context<Self>) {
+        self.restoring = true;
+        let epoch = self.epoch;
+        let restore = self.setup.downstream.restore(Arc::clone(&self.setup.topic), self.setup.partition);
+        ctx.spawn(restore.into_actor(self).map(move |result, actor, ctx| {
+            if epoch != actor.epoch {
+                return;
+            }
+            match result {
+                Ok(()) => {
+                    actor.restoring = false;
+                    for batch in std::mem::take(&mut actor.held) {
+                        actor.hand_over(batch, ctx);
+                    }
+                }
+                Err(reason) => actor.fail(reason, epoch, ctx),
+            }
+        }));
+    }
+
+    /// A batch, checkpoint or restore failed: a passing failure restarts
+    /// the actor (which reads again from the last durable offset); a final
+    /// one stops the pipeline.
+    fn fail(&mut self, reason: BatchError, epoch: u64, ctx: &mut Context<Self>) {
+        if reason.is_passing() {
+            if epoch == self.epoch {
+                warn!(pipeline = %self.setup.pipeline, topic = %self.setup.topic,
+                    partition = self.setup.partition, %reason,
+                    "batch failed; restarting the partition actor to read it again");
+                self.failed = true;
+                ctx.stop();
+            }
+            return;
+        }
+        // Never commit past a batch whose effects were lost: the pipeline
+        // stops loudly and the batch is read again by whoever consumes
+        // next. This partition takes no further batches.
+        error!(pipeline = %self.setup.pipeline, topic = %self.setup.topic,
+            partition = self.setup.partition, %reason, "pipeline failed");
+        self.setup.health.failed(&self.setup.pipeline, reason.to_string());
+        let _ = self.setup.fatal.send(format!("{}: {reason}", self.setup.pipeline));
+        self.fatal = true;
         self.answer_drains();
     }
 
@@ -174,6 +297,14 @@ struct DecodedBatch {
 
 impl Actor for PartitionActor {
     type Context = Context<Self>;
+
+    /// Also after every restart, with a new context.
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.stateful {
+            self.restore(ctx);
+            ctx.run_interval(CHECKPOINT_INTERVAL, |actor, ctx| actor.checkpoint(ctx));
+        }
+    }
 }
 
 impl Supervised for PartitionActor {
@@ -189,8 +320,12 @@ impl Supervised for PartitionActor {
         self.decoder = Decoder::new(self.setup.decode.clone(), &self.setup.topic);
         // Batches in flight were cancelled with the old context; batches
         // still queued for the old epoch are dropped as they arrive.
-        self.setup.in_flight.fetch_sub(self.tracker.in_flight(), Ordering::SeqCst);
+        let abandoned = self.tracker.batches_in_flight() + self.held.len();
+        self.setup.in_flight.fetch_sub(abandoned, Ordering::SeqCst);
         self.tracker.abandon_in_flight();
+        self.held.clear();
+        self.captured.clear();
+        (self.handed_through, self.checkpointed_through) = (None, None);
         if let Some(offset) = self.tracker.committable().or(self.first_offset) {
             let _ = self.setup.control.send(Control::Rewind {
                 topic: Arc::clone(&self.setup.topic),
@@ -224,6 +359,19 @@ impl Handler<Batch> for PartitionActor {
             self.setup.in_flight.fetch_sub(1, Ordering::SeqCst);
             return;
         }
+        if self.restoring {
+            self.held.push(batch);
+            return;
+        }
+        self.hand_over(batch, ctx);
+    }
+}
+
+impl PartitionActor {
+    /// Decodes a batch, hands its rows downstream and dead-letters what
+    /// could not be read or judged; the batch is done once all of that is
+    /// durable.
+    fn hand_over(&mut self, batch: RecordBatch, ctx: &mut Context<Self>) {
         let Some(last_offset) = batch.last_offset() else {
             self.setup.in_flight.fetch_sub(1, Ordering::SeqCst);
             return;
@@ -233,6 +381,7 @@ impl Handler<Batch> for PartitionActor {
         let decoded = self.decode_batch(&batch);
         self.count(&batch, &decoded);
         let seq = self.tracker.start(last_offset);
+        self.handed_through = Some(last_offset);
         let epoch = self.epoch;
         let dead_letters = self.setup.dead_letters.clone();
         let series = Arc::clone(&self.setup.series);
@@ -258,33 +407,12 @@ impl Handler<Batch> for PartitionActor {
             }
             Ok(())
         };
-        ctx.spawn(work.into_actor(self).map(move |result, actor, ctx| {
-            match result {
-                Ok(()) => {
-                    actor.setup.series.batch_seconds.get().record(started.elapsed().as_secs_f64());
-                    actor.batch_done(seq, epoch);
-                }
-                Err(reason) if reason.is_passing() && epoch == actor.epoch => {
-                    warn!(pipeline = %actor.setup.pipeline, topic = %actor.setup.topic,
-                        partition = actor.setup.partition, %reason,
-                        "batch failed; restarting the partition actor to read it again");
-                    actor.failed = true;
-                    ctx.stop();
-                }
-                Err(reason) if reason.is_passing() => {}
-                Err(reason) => {
-                    // Never commit past a batch whose effects were lost:
-                    // the pipeline stops loudly and the batch is read again
-                    // by whoever consumes next. This partition takes no
-                    // further batches.
-                    error!(pipeline = %actor.setup.pipeline, topic = %actor.setup.topic,
-                        partition = actor.setup.partition, %reason, "pipeline failed");
-                    actor.setup.health.failed(&actor.setup.pipeline, reason.to_string());
-                    let _ = actor.setup.fatal.send(format!("{}: {reason}", actor.setup.pipeline));
-                    actor.fatal = true;
-                    actor.answer_drains();
-                }
+        ctx.spawn(work.into_actor(self).map(move |result, actor, ctx| match result {
+            Ok(()) => {
+                actor.setup.series.batch_seconds.get().record(started.elapsed().as_secs_f64());
+                actor.work_done(seq, Work::Batch, epoch, ctx);
             }
+            Err(reason) => actor.fail(reason, epoch, ctx),
         }));
     }
 }
@@ -292,7 +420,10 @@ impl Handler<Batch> for PartitionActor {
 impl Handler<Drain> for PartitionActor {
     type Result = ();
 
-    fn handle(&mut self, Drain { reply }: Drain, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, Drain { reply }: Drain, ctx: &mut Context<Self>) {
+        // What was handed over is checkpointed before the partition goes,
+        // so its next owner starts from it.
+        self.checkpoint(ctx);
         self.drain_waiters.push(reply);
         self.answer_drains();
     }

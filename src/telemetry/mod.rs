@@ -37,6 +37,22 @@ pub mod names {
     pub const REBALANCES: &str = "vigil_rebalances_total";
     pub const ALERTS: &str = "vigil_alerts_total";
     pub const TRACKED_USERS: &str = "vigil_tracked_users";
+    // --- Durable state (src/changelog, src/detect), labelled `pipeline`.
+    /// Counter: state records written to changelogs and acknowledged.
+    pub const STATE_CHANGELOG_RECORDS: &str = "vigil_state_changelog_records_total";
+    /// Counter: bytes of those records (keys and values).
+    pub const STATE_CHANGELOG_BYTES: &str = "vigil_state_changelog_bytes_total";
+    /// Gauge: bytes the detectors' state takes in memory (estimated from
+    /// the structures' capacities), beside `vigil_tracked_users`.
+    pub const STATE_BYTES: &str = "vigil_state_bytes";
+    /// Gauge: how long the last restore of a partition took, also labelled
+    /// `topic` and `partition`.
+    pub const STATE_RESTORE_SECONDS: &str = "vigil_state_restore_seconds";
+    /// Counter: users restored from changelogs.
+    pub const STATE_USERS_RESTORED: &str = "vigil_state_users_restored_total";
+    /// Counter: rows read again that the restored state already held,
+    /// skipped.
+    pub const STATE_ROWS_SKIPPED: &str = "vigil_state_rows_skipped_total";
     /// Counter: errors librdkafka reported, also labelled `client`
     /// (consumer, producer, results); see `crate::kafka::log`.
     pub const KAFKA_CLIENT_ERRORS: &str = "vigil_kafka_client_errors_total";
@@ -103,6 +119,16 @@ fn describe() {
         KAFKA_CLIENT_ERRORS,
         Unit::Count,
         "Errors the Kafka clients reported (a broker unreachable, a request failed), by client"
+    );
+    describe_counter!(STATE_CHANGELOG_RECORDS, Unit::Count, "State records written to changelogs and acknowledged");
+    describe_counter!(STATE_CHANGELOG_BYTES, Unit::Bytes, "Bytes of the state records written to changelogs");
+    describe_gauge!(STATE_BYTES, Unit::Bytes, "Memory the detectors' state takes, estimated from capacities");
+    describe_gauge!(STATE_RESTORE_SECONDS, Unit::Seconds, "Duration of the last restore of a partition's state");
+    describe_counter!(STATE_USERS_RESTORED, Unit::Count, "Users whose state was restored from a changelog");
+    describe_counter!(
+        STATE_ROWS_SKIPPED,
+        Unit::Count,
+        "Rows read again after a restore that the restored state already held"
     );
     describe_gauge!(
         BATCH_LAST_COMPLETED_WINDOW,

@@ -399,6 +399,10 @@ impl Vigil {
         self.child.try_wait().ok().flatten()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no drain, no commit, as a crash.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

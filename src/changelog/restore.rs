@@ -1,0 +1,247 @@
+//! Reads a changelog partition from its start to its end, as it was when
+//! asked, handing each record to a [`Reading`] (the detectors turn them
+//! back into users' state).
+//!
+//! One thread and one consumer per pipeline, outside any group (partitions
+//! are assigned by hand, nothing is committed): requests that arrive
+//! together (a rebalance assigns partitions at once) are read together.
+//! A broker away is waited for; a record the reading refuses ends that
+//! partition's restore with an error, and the pipeline stops rather than
+//! judge on a state that is not the saved one.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use futures::channel::oneshot;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::warn;
+
+use crate::config::Pipeline;
+use crate::kafka::log::{ErrorLog, LoggedContext};
+use crate::kafka::{base_config, create, Client, CreateError};
+
+/// What a changelog partition's records are handed to, in offset order.
+pub trait Reading: Send + 'static {
+    /// One record; `value` is `None` for a tombstone. An error ends the
+    /// restore of the partition.
+    fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String>;
+}
+
+/// What a restore read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReadStats {
+    pub records: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("the record at offset {offset}: {reason}")]
+    Unreadable { offset: i64, reason: String },
+    #[error("the changelog partition is gone: {0}")]
+    Missing(KafkaError),
+    #[error("the restorer has stopped")]
+    Stopped,
+}
+
+/// Reads changelog partitions on a thread of its own.
+pub struct Restorer {
+    requests: mpsc::Sender<Request>,
+}
+
+struct Request {
+    topic: String,
+    partition: i32,
+    job: Box<dyn Job>,
+}
+
+/// A [`Reading`] and where its result goes, with its type erased.
+trait Job: Send {
+    fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String>;
+    fn finish(self: Box<Self>, result: Result<ReadStats, RestoreError>);
+}
+
+struct Typed<R: Reading> {
+    reading: R,
+    reply: oneshot::Sender<Result<(R, ReadStats), RestoreError>>,
+}
+
+impl<R: Reading> Job for Typed<R> {
+    fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
+        self.reading.apply(key, value)
+    }
+
+    fn finish(self: Box<Self>, result: Result<ReadStats, RestoreError>) {
+        let Typed { reading, reply } = *self;
+        let _ = reply.send(result.map(|stats| (reading, stats)));
+    }
+}
+
+/// How long a poll waits before the thread looks at its requests again.
+const POLL: Duration = Duration::from_millis(200);
+/// How long a watermark request may take before it is asked again.
+const WATERMARKS_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Restorer {
+    /// Starts the thread of `pipeline`'s restorer.
+    pub fn start(pipeline: &Pipeline) -> Result<Restorer, CreateError> {
+        let mut config = base_config(&pipeline.source.brokers, &pipeline.source.properties);
+        config
+            .set("client.id", format!("vigil-{}-restorer", pipeline.name))
+            // librdkafka assigns only with a group; this one never joins
+            // (no subscription) and never commits.
+            .set("group.id", format!("vigil-{}-restorer", pipeline.name))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            // Only what was committed, should the changelog be written in
+            // transactions.
+            .set("isolation.level", "read_committed");
+        let errors = ErrorLog::new(&pipeline.name, Client::Restorer);
+        let consumer: BaseConsumer<LoggedContext> = create(&config, LoggedContext { errors })?;
+        let (requests, incoming) = mpsc::channel();
+        let name = pipeline.name.clone();
+        std::thread::Builder::new()
+            .name(format!("restore-{name}"))
+            .spawn(move || serve(&consumer, &incoming))
+            .map_err(|e| CreateError::Client(format!("starting the restorer's thread: {e}")))?;
+        Ok(Restorer { requests })
+    }
+
+    /// Reads partition `partition` of `topic` into `reading`; resolves with
+    /// it once the partition's end (as it was now) is reached.
+    pub fn read<R: Reading>(
+        &self,
+        topic: String,
+        partition: i32,
+        reading: R,
+    ) -> impl std::future::Future<Output = Result<(R, ReadStats), RestoreError>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.requests.send(Request { topic, partition, job: Box::new(Typed { reading, reply }) });
+        async move {
+            sent.map_err(|_| RestoreError::Stopped)?;
+            answer.await.map_err(|_| RestoreError::Stopped)?
+        }
+    }
+}
+
+/// Serves requests until every [`Restorer`] handle is dropped.
+fn serve(consumer: &BaseConsumer<LoggedContext>, incoming: &mpsc::Receiver<Request>) {
+    while let Ok(first) = incoming.recv() {
+        let mut round = vec![first];
+        round.extend(incoming.try_iter());
+        read_round(consumer, round);
+    }
+}
+
+/// A partition being read.
+struct Active {
+    topic: String,
+    partition: i32,
+    /// The partition's end when the restore began.
+    end: i64,
+    stats: ReadStats,
+    job: Box<dyn Job>,
+}
+
+impl Active {
+    fn is(&self, topic: &str, partition: i32) -> bool {
+        self.partition == partition && self.topic == topic
+    }
+}
+
+fn read_round(consumer: &BaseConsumer<LoggedContext>, round: Vec<Request>) {
+    let mut active = Vec::new();
+    let mut assignment = TopicPartitionList::new();
+    for Request { topic, partition, job } in round {
+        let (start, end) = match watermarks(consumer, &topic, partition) {
+            Ok(marks) => marks,
+            Err(e) => {
+                job.finish(Err(RestoreError::Missing(e)));
+                continue;
+            }
+        };
+        if end <= start {
+            job.finish(Ok(ReadStats::default()));
+            continue;
+        }
+        if assignment.add_partition_offset(&topic, partition, Offset::Offset(start)).is_err() {
+            job.finish(Err(RestoreError::Unreadable { offset: start, reason: "cannot be assigned".into() }));
+            continue;
+        }
+        active.push(Active { topic, partition, end, stats: ReadStats::default(), job });
+    }
+    if active.is_empty() {
+        return;
+    }
+    if let Err(e) = consumer.assign(&assignment) {
+        for a in active {
+            a.job.finish(Err(RestoreError::Missing(e.clone())));
+        }
+        return;
+    }
+    while !active.is_empty() {
+        match consumer.poll(POLL) {
+            Some(Ok(record)) => {
+                let Some(at) = active.iter().position(|a| a.is(record.topic(), record.partition())) else {
+                    continue;
+                };
+                let a = &mut active[at];
+                let (key, value) = (record.key().unwrap_or_default(), record.payload());
+                a.stats.records += 1;
+                a.stats.bytes += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
+                if let Err(reason) = a.job.apply(key, value) {
+                    let a = active.swap_remove(at);
+                    a.job.finish(Err(RestoreError::Unreadable { offset: record.offset(), reason }));
+                } else if record.offset() + 1 >= a.end {
+                    let a = active.swap_remove(at);
+                    a.job.finish(Ok(a.stats));
+                }
+            }
+            // The end of a partition, or past records that are never
+            // handed out (transaction markers): done when past the end.
+            Some(Err(KafkaError::PartitionEOF(_))) | None => finish_reached(consumer, &mut active),
+            Some(Err(e)) => consumer.context().errors.say("reading a changelog", &"the restorer", &e),
+        }
+    }
+    let _ = consumer.unassign();
+}
+
+/// Finishes the partitions whose position is at or past their end.
+fn finish_reached(consumer: &BaseConsumer<LoggedContext>, active: &mut Vec<Active>) {
+    let Ok(positions) = consumer.position() else { return };
+    let mut i = 0;
+    while i < active.len() {
+        let a = &active[i];
+        let position = positions.find_partition(&a.topic, a.partition).and_then(|p| match p.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        });
+        if position.is_some_and(|p| p >= a.end) {
+            let a = active.swap_remove(i);
+            a.job.finish(Ok(a.stats));
+        } else {
+            i += 1;
+        }
+    }
+}
+
+/// The partition's first and next offsets, waiting out a broker away; an
+/// error only when the partition does not exist.
+fn watermarks(consumer: &BaseConsumer<LoggedContext>, topic: &str, partition: i32) -> Result<(i64, i64), KafkaError> {
+    loop {
+        match consumer.fetch_watermarks(topic, partition, WATERMARKS_TIMEOUT) {
+            Ok(marks) => return Ok(marks),
+            Err(e @ KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownPartition))
+            | Err(e @ KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition)) => return Err(e),
+            Err(e) => {
+                consumer.context().errors.say("reading a changelog's end", &format_args!("{topic}/{partition}"), &e);
+                warn!(topic, partition, error = %e, "waiting for the broker to restore the partition's state");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
