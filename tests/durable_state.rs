@@ -15,18 +15,13 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use loadtest::workload::{Due, Oracle, Txn, Workload};
 use support::*;
 
 /// Scenarios one at a time (each starts processes of its own).
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn one_at_a_time() -> MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const PARTITIONS: i32 = 4;
 const ROWS: &str = "vigil_rows_total";
@@ -81,14 +76,16 @@ impl Scenario {
     /// partitions move within seconds.
     fn short_session(path: &std::path::Path) {
         let text = std::fs::read_to_string(path).expect("pipeline");
-        let text = text.replace("start_from: earliest}", "start_from: earliest, properties: {session.timeout.ms: '6000'}}");
+        let text =
+            text.replace("start_from: earliest}", "start_from: earliest, properties: {session.timeout.ms: '6000'}}");
         std::fs::write(path, text).expect("pipeline written");
     }
 
     /// Writes the scenario's pipeline file with `detectors` and a `state`
     /// section (flow style, or empty for the defaults).
     fn write_pipeline(&self, detectors: &str, state: &str) -> std::path::PathBuf {
-        let path = pipeline_file_with(&self.name, &self.topic, &self.group, &self.alerts, &self.dead_letters, detectors);
+        let path =
+            pipeline_file_with(&self.name, &self.topic, &self.group, &self.alerts, &self.dead_letters, detectors);
         Scenario::short_session(&path);
         if !state.is_empty() {
             let text = std::fs::read_to_string(&path).expect("pipeline file");
@@ -123,7 +120,12 @@ impl Scenario {
             ends.iter().all(|(p, end)| committed.get(p).is_some_and(|c| c >= end))
         });
         let logs: Vec<String> = processes.iter().map(|v| v.log()).collect();
-        assert!(all, "every record committed: {:?} of {ends:?}\n{}", committed(&self.group, &self.topic), logs.join("\n---\n"));
+        assert!(
+            all,
+            "every record committed: {:?} of {ends:?}\n{}",
+            committed(&self.group, &self.topic),
+            logs.join("\n---\n")
+        );
     }
 
     /// Reads the alerts and compares them with `due`: none missing, none
@@ -171,14 +173,12 @@ impl Scenario {
 
 /// The restore line of a process's log: "restored N users of topic/p in X ms".
 fn restored_users(log: &str) -> u64 {
-    log.lines()
-        .filter_map(|l| l.split("restored ").nth(1)?.split(' ').next()?.parse::<u64>().ok())
-        .sum()
+    log.lines().filter_map(|l| l.split("restored ").nth(1)?.split(' ').next()?.parse::<u64>().ok()).sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_killed_mid_stream_and_started_again_changes_no_alert() {
-    let _one = one_at_a_time();
+    let _one = ONE_AT_A_TIME.lock().await;
     let s = Scenario::new("kill", 150, 4_000, "").await;
     s.produce(0..2_000, 20_000).await;
     let mut a = Vigil::start(&s.file, "a");
@@ -199,7 +199,7 @@ async fn a_process_killed_mid_stream_and_started_again_changes_no_alert() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_joining_mid_stream_changes_no_alert() {
-    let _one = one_at_a_time();
+    let _one = ONE_AT_A_TIME.lock().await;
     let s = Scenario::new("join", 150, 4_000, "").await;
     s.produce(0..2_000, 20_000).await;
     let a = Vigil::start(&s.file, "a");
@@ -220,7 +220,7 @@ async fn a_process_joining_mid_stream_changes_no_alert() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_of_two_processes_leaving_mid_stream_changes_no_alert() {
-    let _one = one_at_a_time();
+    let _one = ONE_AT_A_TIME.lock().await;
     let s = Scenario::new("leave", 150, 4_000, "").await;
     s.produce(0..2_000, 20_000).await;
     let a = Vigil::start(&s.file, "a");
@@ -241,7 +241,7 @@ async fn one_of_two_processes_leaving_mid_stream_changes_no_alert() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_whose_session_lapses_changes_no_alert() {
-    let _one = one_at_a_time();
+    let _one = ONE_AT_A_TIME.lock().await;
     let s = Scenario::new("lapse", 150, 4_000, "").await;
     s.produce(0..2_000, 20_000).await;
     let a = Vigil::start(&s.file, "a");
@@ -265,7 +265,7 @@ async fn a_consumer_whose_session_lapses_changes_no_alert() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_with_changed_detectors_keeps_what_still_applies() {
-    let _one = one_at_a_time();
+    let _one = ONE_AT_A_TIME.lock().await;
     let s = Scenario::new("changed", 150, 4_000, "").await;
     s.produce(0..2_000, 20_000).await;
     let mut a = Vigil::start(&s.file, "a");

@@ -110,8 +110,7 @@ async fn create_changelog(
     let creating = |error: String| ChangelogTopicError::Create { topic: topic.to_owned(), error };
     let partitions = i32::try_from(partitions).map_err(|_| creating(format!("{partitions} partitions")))?;
     let replicas = i32::try_from(replicas.max(1)).map_err(|_| creating(format!("{replicas} replicas")))?;
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replicas))
-        .set("cleanup.policy", CLEANUP_POLICY);
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replicas)).set("cleanup.policy", CLEANUP_POLICY);
     let answers = admin.create_topics([&new], options).await.map_err(ChangelogTopicError::Unreachable)?;
     for answer in answers {
         match answer {

@@ -52,7 +52,12 @@ impl ChangelogWriter {
 
     /// Sends `records` to partition `partition` of `source`'s changelog, in
     /// order; resolves once Kafka has acknowledged all of them.
-    pub fn write(&self, source: &str, partition: i32, records: Vec<StateRecord>) -> BoxFuture<'static, Result<(), BatchError>> {
+    pub fn write(
+        &self,
+        source: &str,
+        partition: i32,
+        records: Vec<StateRecord>,
+    ) -> BoxFuture<'static, Result<(), BatchError>> {
         let writer = self.clone();
         let topic = self.changelog(source);
         Box::pin(async move {

@@ -54,7 +54,8 @@ pub use duration::{parse_duration, DurationError};
 pub use error::{ConfigError, Problem};
 pub use stream::{
     DecimalHandling, DetectorConfig, DetectorKind, EventTime, FormatConfig, HighAmountRule, Pipeline, RowsConfig,
-    SchemaMode, SinkConfig, SourceConfig, SpendAnomalyConfig, StartFrom, StateConfig, VelocityRule, VelocityScoreConfig,
+    SchemaMode, SinkConfig, SourceConfig, SpendAnomalyConfig, StartFrom, StateConfig, VelocityRule,
+    VelocityScoreConfig,
 };
 
 /// Reads, interpolates (from the process environment), parses and

@@ -96,12 +96,7 @@ impl ShardSlot {
 impl DetectorRouter {
     /// Starts one shard on each worker; with `durable`, state is
     /// checkpointed to and restored from changelogs.
-    pub fn start(
-        setup: Arc<ShardSetup>,
-        workers: &[ArbiterHandle],
-        health: Health,
-        durable: Option<Durable>,
-    ) -> Self {
+    pub fn start(setup: Arc<ShardSetup>, workers: &[ArbiterHandle], health: Health, durable: Option<Durable>) -> Self {
         let shards = workers
             .iter()
             .enumerate()
@@ -195,10 +190,8 @@ impl Downstream for DetectorRouter {
         let started = Instant::now();
         let read = durable.restorer.read(changelog.clone(), partition, Loaded::new(Arc::clone(&slot.setup.detectors)));
         Box::pin(async move {
-            let unreadable = |reason: String| BatchError::StateUnreadable {
-                changelog: format!("{changelog}/{partition}"),
-                reason,
-            };
+            let unreadable =
+                |reason: String| BatchError::StateUnreadable { changelog: format!("{changelog}/{partition}"), reason };
             let (loaded, stats) = read.await.map_err(|e| unreadable(e.to_string()))?;
             let Loaded { users, partition: partition_record, report, .. } = loaded;
             let shard = slot.current();

@@ -213,7 +213,6 @@ impl DetectorShard {
         }
     }
 
-
     /// Forgets a partition's users.
     fn drop_partition(&mut self, topic: &Arc<str>, partition: i32) {
         if let Some(part) = self.partitions.remove(&(Arc::clone(topic), partition)) {
@@ -520,8 +519,7 @@ impl Handler<Install> for DetectorShard {
 
     fn handle(&mut self, msg: Install, _ctx: &mut Context<Self>) -> usize {
         self.drop_partition(&msg.topic, msg.partition);
-        let (through, newest) =
-            msg.partition_record.map_or((UserState::NO_OFFSET, None), |p| (p.through, p.watermark));
+        let (through, newest) = msg.partition_record.map_or((UserState::NO_OFFSET, None), |p| (p.through, p.watermark));
         let mut part = PartitionUsers::restored(msg.users, through, newest);
         for key in part.users.keys() {
             let first = *self.setup.key_partitions.entry(key.clone()).or_insert(msg.partition);

@@ -131,7 +131,8 @@ impl SpendHistory {
             Amounts::Decimals { ring, .. } => (None, None, Some(ring)),
         };
         let scale = |s: u8| u32::from(s);
-        let narrow = narrow.into_iter().flat_map(move |u| u.ring.iter().map(move |&x| Decimal::new(x.into(), scale(u.scale))));
+        let narrow =
+            narrow.into_iter().flat_map(move |u| u.ring.iter().map(move |&x| Decimal::new(x.into(), scale(u.scale))));
         let wide = wide.into_iter().flat_map(move |u| u.ring.iter().map(move |&x| Decimal::new(x, scale(u.scale))));
         narrow.chain(wide).chain(decimals.into_iter().flatten().copied())
     }

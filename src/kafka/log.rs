@@ -93,6 +93,10 @@ impl ClientContext for LoggedContext {
     }
 }
 
+/// A consumer that only reads (assigned partitions, no group): its
+/// errors said and counted like any client's.
+impl rdkafka::consumer::ConsumerContext for LoggedContext {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,7 +119,3 @@ mod tests {
         assert_eq!(log.admit(at(60_001)), None);
     }
 }
-
-/// A consumer that only reads (assigned partitions, no group): its
-/// errors said and counted like any client's.
-impl rdkafka::consumer::ConsumerContext for LoggedContext {}

@@ -98,8 +98,11 @@ impl ConsumerContext for SourceContext {
                 let leaving: Vec<(Arc<str>, i32)> =
                     tpl.elements().iter().map(|e| (Arc::from(e.topic()), e.partition())).collect();
                 self.series.rebalanced(Rebalance::Revoke);
-                info!(pipeline = %self.name, partitions = ?partition_list(&leaving), "partitions revoked: draining");
-                self.retire(consumer, &leaving);
+                // Lost (the session lapsed): another process owns them
+                // already, so nothing is checkpointed or committed for them.
+                let lost = consumer.assignment_lost();
+                info!(pipeline = %self.name, partitions = ?partition_list(&leaving), lost, "partitions revoked: draining");
+                self.retire(consumer, &leaving, lost);
             }
             Change::Error(_) => {}
         }
@@ -189,7 +192,9 @@ impl SourceContext {
     /// Drains the actors of leaving partitions, commits what they finished,
     /// and stops them. Records read but not yet handed over are dropped:
     /// they lie past the committed offset, so the next owner reads them.
-    pub(super) fn retire(&self, consumer: &BaseConsumer<Self>, leaving: &[(Arc<str>, i32)]) {
+    /// With `lost`, the partitions already belong to another process:
+    /// their state is neither checkpointed nor their offsets committed.
+    pub(super) fn retire(&self, consumer: &BaseConsumer<Self>, leaving: &[(Arc<str>, i32)], lost: bool) {
         let slots: Vec<((Arc<str>, i32), PartitionSlot)> = match self.state.lock() {
             Ok(mut state) => {
                 leaving.iter().filter_map(|k| state.partitions.remove_entry(&(Arc::clone(&k.0), k.1))).collect()
@@ -199,7 +204,7 @@ impl SourceContext {
         let mut replies = Vec::new();
         for ((topic, partition), slot) in &slots {
             let (tx, rx) = mpsc::channel();
-            slot.actor.do_send(Drain { reply: tx });
+            slot.actor.do_send(Drain { reply: tx, checkpoint: !lost });
             replies.push((Arc::clone(topic), *partition, rx));
         }
         let deadline = Instant::now() + DRAIN_TIMEOUT;
@@ -216,7 +221,7 @@ impl SourceContext {
             }
             self.parts.downstream.revoked(&topic, partition);
         }
-        if commit.count() > 0 {
+        if commit.count() > 0 && !lost {
             match consumer.commit(&commit, CommitMode::Sync) {
                 Ok(()) => {
                     info!(pipeline = %self.name, offsets = ?commit_list(&commit), "drained and committed")

@@ -347,6 +347,9 @@ pub(crate) struct Batch(pub RecordBatch);
 #[rtype(result = "()")]
 pub(crate) struct Drain {
     pub reply: mpsc::Sender<Option<i64>>,
+    /// Checkpoint what was handed over first (not when the partition was
+    /// lost to another process, whose state it now is).
+    pub checkpoint: bool,
 }
 
 impl Handler<Batch> for PartitionActor {
@@ -420,10 +423,18 @@ impl PartitionActor {
 impl Handler<Drain> for PartitionActor {
     type Result = ();
 
-    fn handle(&mut self, Drain { reply }: Drain, ctx: &mut Context<Self>) {
+    fn handle(&mut self, Drain { reply, checkpoint }: Drain, ctx: &mut Context<Self>) {
         // What was handed over is checkpointed before the partition goes,
         // so its next owner starts from it.
-        self.checkpoint(ctx);
+        if checkpoint {
+            self.checkpoint(ctx);
+        } else {
+            // Nothing more is written for it: what is in flight is
+            // abandoned, and its next owner reads it again.
+            self.stateful = false;
+            self.captured.clear();
+            self.tracker.abandon_in_flight();
+        }
         self.drain_waiters.push(reply);
         self.answer_drains();
     }

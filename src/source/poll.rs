@@ -88,7 +88,7 @@ pub(super) fn poll_loop(
         Ok(state) => state.partitions.keys().cloned().collect(),
         Err(_) => Vec::new(),
     };
-    ctx.retire(&consumer, &all);
+    ctx.retire(&consumer, &all, false);
     consumer.unsubscribe();
     drop(fetched);
     drop(records);
