@@ -165,6 +165,20 @@ impl Scenario {
         assert!(read, "{rows} rows read:\n{}", vigil.iter().map(|v| v.log()).collect::<Vec<_>>().join("\n---\n"));
     }
 
+    /// The second half of the stream, 400 rows a second, on a task.
+    fn write_second_half(&self) -> tokio::task::JoinHandle<()> {
+        let s = self.clone();
+        tokio::spawn(async move { s.produce(2_000..4_000, 400).await })
+    }
+
+    /// Two processes, once both hold partitions.
+    fn two_sharing(&self) -> (Vigil, Vigil) {
+        let (a, b) = (Vigil::start(&self.file, "a"), Vigil::start(&self.file, "b"));
+        let shared = eventually(Duration::from_secs(60), || a.metric(ASSIGNED) > 0.0 && b.metric(ASSIGNED) > 0.0);
+        assert!(shared, "both hold partitions:\nA: {}\nB: {}", a.log(), b.log());
+        (a, b)
+    }
+
     async fn delete_topics(&self) {
         let changelog = format!("{}.{}.changelog", self.name, self.topic);
         delete_topics(&[&self.topic, &self.alerts, &self.dead_letters, &changelog]).await;
@@ -182,10 +196,7 @@ async fn a_process_killed_mid_stream_and_started_again_changes_no_alert() {
     let s = Scenario::new("kill", 150, 4_000, "").await;
     s.produce(0..2_000, 20_000).await;
     let mut a = Vigil::start(&s.file, "a");
-    let writer = {
-        let s2 = s.clone();
-        tokio::spawn(async move { s2.produce(2_000..4_000, 400).await })
-    };
+    let writer = s.write_second_half();
     s.wait_rows(&[&a], 2_600.0);
     a.kill();
     let mut again = Vigil::start(&s.file, "again");
@@ -203,10 +214,7 @@ async fn a_process_joining_mid_stream_changes_no_alert() {
     let s = Scenario::new("join", 150, 4_000, "").await;
     s.produce(0..2_000, 20_000).await;
     let a = Vigil::start(&s.file, "a");
-    let writer = {
-        let s2 = s.clone();
-        tokio::spawn(async move { s2.produce(2_000..4_000, 400).await })
-    };
+    let writer = s.write_second_half();
     s.wait_rows(&[&a], 2_400.0);
     let b = Vigil::start(&s.file, "b");
     let shared = eventually(Duration::from_secs(60), || b.metric(ASSIGNED) > 0.0);
@@ -223,14 +231,8 @@ async fn one_of_two_processes_leaving_mid_stream_changes_no_alert() {
     let _one = ONE_AT_A_TIME.lock().await;
     let s = Scenario::new("leave", 150, 4_000, "").await;
     s.produce(0..2_000, 20_000).await;
-    let a = Vigil::start(&s.file, "a");
-    let mut b = Vigil::start(&s.file, "b");
-    let shared = eventually(Duration::from_secs(60), || a.metric(ASSIGNED) > 0.0 && b.metric(ASSIGNED) > 0.0);
-    assert!(shared, "both hold partitions:\nA: {}\nB: {}", a.log(), b.log());
-    let writer = {
-        let s2 = s.clone();
-        tokio::spawn(async move { s2.produce(2_000..4_000, 400).await })
-    };
+    let (a, mut b) = s.two_sharing();
+    let writer = s.write_second_half();
     s.wait_rows(&[&a, &b], 2_400.0);
     assert!(b.terminate().success(), "B leaves cleanly:\n{}", b.log());
     writer.await.expect("writer");
@@ -244,14 +246,8 @@ async fn a_consumer_whose_session_lapses_changes_no_alert() {
     let _one = ONE_AT_A_TIME.lock().await;
     let s = Scenario::new("lapse", 150, 4_000, "").await;
     s.produce(0..2_000, 20_000).await;
-    let a = Vigil::start(&s.file, "a");
-    let b = Vigil::start(&s.file, "b");
-    let shared = eventually(Duration::from_secs(60), || a.metric(ASSIGNED) > 0.0 && b.metric(ASSIGNED) > 0.0);
-    assert!(shared, "both hold partitions:\nA: {}\nB: {}", a.log(), b.log());
-    let writer = {
-        let s2 = s.clone();
-        tokio::spawn(async move { s2.produce(2_000..4_000, 400).await })
-    };
+    let (a, b) = s.two_sharing();
+    let writer = s.write_second_half();
     s.wait_rows(&[&a, &b], 2_400.0);
     signal(&b, "STOP");
     let took_over = eventually(Duration::from_secs(60), || a.metric(ASSIGNED) == PARTITIONS as f64);

@@ -16,6 +16,7 @@
 //! (the [`Restorer`], then [`Install`] on its shard), saying in one log
 //! line how many and how long it took.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -123,6 +124,26 @@ impl DetectorRouter {
     }
 }
 
+/// Sends `message` to the slot's shard (sent now, so in order with what
+/// was sent before); a shard gone is replaced, and the work is done again
+/// (a passing error).
+fn ask<M>(slot: &Arc<ShardSlot>, message: M) -> impl Future<Output = Result<M::Result, BatchError>> + Send + 'static
+where
+    M: actix::Message + Send + 'static,
+    M::Result: Send,
+    DetectorShard: actix::Handler<M>,
+{
+    let slot = Arc::clone(slot);
+    let shard = slot.current();
+    let request = shard.send(message);
+    async move {
+        request.await.map_err(|reason| {
+            slot.replace(&shard);
+            BatchError::Unavailable { stage: "detector shard", reason }
+        })
+    }
+}
+
 impl Downstream for DetectorRouter {
     fn process(
         &self,
@@ -130,20 +151,8 @@ impl Downstream for DetectorRouter {
         partition: i32,
         rows: Vec<Row>,
     ) -> BoxFuture<'static, Result<Vec<Panicked>, BatchError>> {
-        let slot = Arc::clone(self.slot(&topic, partition));
-        let shard = slot.current();
-        let request = shard.send(Detect { topic, partition, rows });
-        Box::pin(async move {
-            match request.await {
-                Ok(result) => result,
-                // The shard is gone: read the batch again (a new shard
-                // takes it).
-                Err(reason) => {
-                    slot.replace(&shard);
-                    Err(BatchError::Unavailable { stage: "detector shard", reason })
-                }
-            }
-        })
+        let ask = ask(self.slot(&topic, partition), Detect { topic, partition, rows });
+        Box::pin(async move { ask.await? })
     }
 
     fn keeps_state(&self) -> bool {
@@ -156,18 +165,8 @@ impl Downstream for DetectorRouter {
         partition: i32,
         through: i64,
     ) -> BoxFuture<'static, Result<Checkpoint, BatchError>> {
-        let slot = Arc::clone(self.slot(&topic, partition));
-        let shard = slot.current();
-        let request = shard.send(Capture { topic, partition, through });
-        Box::pin(async move {
-            match request.await {
-                Ok(result) => result,
-                Err(reason) => {
-                    slot.replace(&shard);
-                    Err(BatchError::Unavailable { stage: "detector shard", reason })
-                }
-            }
-        })
+        let ask = ask(self.slot(&topic, partition), Capture { topic, partition, through });
+        Box::pin(async move { ask.await? })
     }
 
     fn persist(
@@ -194,15 +193,8 @@ impl Downstream for DetectorRouter {
                 |reason: String| BatchError::StateUnreadable { changelog: format!("{changelog}/{partition}"), reason };
             let (loaded, stats) = read.await.map_err(|e| unreadable(e.to_string()))?;
             let Loaded { users, partition: partition_record, report, .. } = loaded;
-            let shard = slot.current();
             let install = Install { topic: Arc::clone(&topic), partition, users, partition_record };
-            let users = match shard.send(install).await {
-                Ok(users) => users,
-                Err(reason) => {
-                    slot.replace(&shard);
-                    return Err(BatchError::Unavailable { stage: "detector shard", reason });
-                }
-            };
+            let users = ask(&slot, install).await?;
             let took = started.elapsed();
             durable.users_restored.increment(users as u64);
             metrics::gauge!(names::STATE_RESTORE_SECONDS, "pipeline" => pipeline.clone(),

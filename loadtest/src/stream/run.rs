@@ -55,6 +55,11 @@ pub struct RunArgs {
     /// Keep the run's topics afterwards.
     #[arg(long)]
     keep_topics: bool,
+    /// Run vigil with its detector state in memory only (`state: {enabled:
+    /// false}`): no changelog written, the baseline of what durable state
+    /// costs.
+    #[arg(long)]
+    stateless: bool,
 }
 
 /// The run's names: topics, vigil's group, its files.
@@ -80,7 +85,12 @@ impl Names {
         }
     }
 
-    fn pipeline(&self, brokers: &str) -> anyhow::Result<PathBuf> {
+    /// The changelog vigil keeps the input's state in.
+    fn changelog(&self) -> String {
+        format!("loadtest.{}.changelog", self.input)
+    }
+
+    fn pipeline(&self, brokers: &str, stateless: bool) -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
         let path = self.dir.join("pipeline.yaml");
         let text = format!(
@@ -89,8 +99,9 @@ impl Names {
              format: {{type: debezium-json, decimal_scales: {{amount: 2}}}}\n\
              rows: {{key: user_id, event_time: created_at, primary_key: [id]}}\n\
              detectors: [{{type: spend_anomaly}}, {{type: velocity_score}}]\n\
-             sink: {{alerts: {}, dead_letters: {}}}\n",
-            self.input, self.group, self.alerts, self.dead_letters
+             sink: {{alerts: {}, dead_letters: {}}}\n\
+             state: {{enabled: {}}}\n",
+            self.input, self.group, self.alerts, self.dead_letters, !stateless
         );
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
@@ -184,7 +195,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let names = Names::new();
     let (input, alerts, dead_letters) = (names.input.as_str(), names.alerts.as_str(), names.dead_letters.as_str());
     kafka::create_topics(&brokers, &[(input, args.partitions), (alerts, args.partitions), (dead_letters, 1)]).await?;
-    let pipeline = names.pipeline(&brokers)?;
+    let pipeline = names.pipeline(&brokers, args.stateless)?;
     let log = names.dir.join("vigil.log");
 
     let workload = args.workload.workload(args.rate, Some(args.records));
@@ -216,7 +227,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     println!("{}", report.summary());
     emit(&report.json(&manifest_path), args.report.as_deref())?;
     if !args.keep_topics {
-        kafka::delete_topics(&brokers, &[input, &names.alerts, dead_letters]).await;
+        kafka::delete_topics(&brokers, &[input, &names.alerts, dead_letters, &names.changelog()]).await;
     }
     if let Err(e) = v.passed() {
         bail!("{e} (vigil's log: {})", log.display());
