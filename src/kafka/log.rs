@@ -77,7 +77,12 @@ impl ErrorLog {
     }
 
     /// An error librdkafka reports to the client context, with its reason.
+    /// A partition's end is no error: the restorer asks to be told of it.
     pub fn client_error(&self, error: &KafkaError, reason: &str) {
+        let end = matches!(error, KafkaError::PartitionEOF(_));
+        if end || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            return;
+        }
         self.say("Kafka client error", &reason, error);
     }
 }
@@ -117,5 +122,13 @@ mod tests {
         // After a quiet spell the next error is said at once.
         assert_eq!(log.admit(at(60_000)), Some(1));
         assert_eq!(log.admit(at(60_001)), None);
+    }
+
+    #[test]
+    fn a_partition_end_is_no_error() {
+        let log = ErrorLog::new("p", Client::Restorer);
+        log.client_error(&KafkaError::Global(RDKafkaErrorCode::PartitionEOF), "end of partition");
+        log.client_error(&KafkaError::PartitionEOF(3), "end of partition");
+        assert_eq!(log.admit(Instant::now()), Some(0), "nothing was said before");
     }
 }

@@ -108,13 +108,18 @@ impl ConsumerContext for SourceContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Change<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Change<'_>) {
         match rebalance {
             Change::Assign(tpl) => {
                 let arriving: Vec<(Arc<str>, i32)> =
                     tpl.elements().iter().map(|e| (Arc::from(e.topic()), e.partition())).collect();
                 self.series.rebalanced(Rebalance::Assign);
                 info!(pipeline = %self.name, partitions = ?partition_list(&arriving), "partitions assigned");
+                // librdkafka keeps a partition paused across its revocation
+                // and a later assignment; it arrives here as new, unpaused.
+                if let Err(e) = consumer.resume(tpl) {
+                    warn!(pipeline = %self.name, error = %e, "resuming the assigned partitions failed");
+                }
                 for (topic, partition) in arriving {
                     self.adopt(topic, partition);
                 }

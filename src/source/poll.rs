@@ -210,7 +210,24 @@ fn commit_progress(consumer: &BaseConsumer<SourceContext>) {
     match consumer.commit(&tpl, CommitMode::Sync) {
         Ok(()) => debug!(pipeline = %ctx.name, offsets = ?commit_list(&tpl), "committed"),
         Err(e) => {
+            // Tried again with the next commit, even when the partition
+            // makes no further progress (an idle stream would otherwise
+            // keep its lag for ever).
+            if let Ok(mut state) = ctx.state.lock() {
+                retry_later(&mut state, &tpl);
+            }
             warn!(pipeline = %ctx.name, error = %e, "offset commit failed; the next one includes it")
+        }
+    }
+}
+
+/// Puts the offsets of a failed commit back, where no newer one was
+/// stored meanwhile and the partition is still assigned.
+fn retry_later(state: &mut State, failed: &TopicPartitionList) {
+    for e in failed.elements() {
+        let Offset::Offset(next) = e.offset() else { continue };
+        if let Some(slot) = state.partitions.get_mut(&(Arc::from(e.topic()), e.partition())) {
+            slot.uncommitted.get_or_insert(next);
         }
     }
 }
