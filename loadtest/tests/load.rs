@@ -71,3 +71,40 @@ fn schemaless_envelopes_verify_too() {
     assert!(alerts["due"].as_u64().is_some_and(|d| d >= 50), "enough planted fraud: {alerts}");
     assert_eq!((&alerts["missing"], &alerts["unexpected"], &alerts["duplicates"]), (&0.into(), &0.into(), &0.into()));
 }
+
+/// Chaos: two processes of one group, a kill (and restart), a join and a
+/// leave at seeded moments while records come at a steady rate. Every due
+/// alert arrives and nothing else; a repeat (at-least-once, after the
+/// kill) carries the alert's own id.
+#[test]
+fn a_group_disrupted_mid_run_by_a_kill_a_join_and_a_leave_misses_no_alert() {
+    let report = std::env::temp_dir().join(format!("vigil-loadtest-ci-chaos-{}.json", std::process::id()));
+    let args = [
+        "--records",
+        "300000",
+        "--rate",
+        "20000",
+        "--instances",
+        "2",
+        "--chaos",
+        "kill,join,leave",
+        "--disruptions",
+        "3",
+    ];
+    let r = run(&args, None, &report);
+    let processes = &r["vigil"]["processes"];
+    let events = processes["chaos"]["events"].as_array().expect("the disruptions");
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(kinds.len(), 3, "{events:?}");
+    for kind in ["kill", "join", "leave"] {
+        assert!(kinds.contains(&kind), "a {kind} among {kinds:?}");
+    }
+    // Two at the start, one in place of the killed one, one joining.
+    assert_eq!(processes["processes_started"], 4, "{processes}");
+    let alerts = &r["alerts"];
+    assert!(alerts["due"].as_u64().is_some_and(|d| d >= 500), "enough planted fraud: {alerts}");
+    assert_eq!((&alerts["missing"], &alerts["unexpected"]), (&0.into(), &0.into()), "{alerts}");
+    assert_eq!(alerts["duplicates_with_another_id"], 0, "{alerts}");
+    let lag = r["lag_over_time"].as_array().expect("lag over time");
+    assert_eq!(lag.last().map(|l| &l[1]), Some(&0.into()), "nothing behind at the end: {lag:?}");
+}

@@ -10,9 +10,11 @@
 //!   the input topic, end-to-end latency from broker timestamps.
 //! - `run` ([`run`]): all of them around a vigil process it starts
 //!   ([`vigil`]), watching its committed offsets ([`watch`]), with a report
-//!   and a chart ([`plot`]).
+//!   and a chart ([`plot`]); or around several processes of one group,
+//!   disrupted at seeded moments ([`chaos`]).
 
 pub mod baseline;
+mod chaos;
 mod kafka;
 mod manifest;
 mod pace;

@@ -16,6 +16,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::baseline::{self, Baseline};
+use super::chaos::{self, ChaosArgs, Fleet};
 use super::kafka::{self, EnvelopeSink};
 use super::manifest::{Manifest, Target};
 use super::pace::{Pace, Produced};
@@ -23,7 +24,7 @@ use super::plot::{self, Series};
 use super::produce;
 use super::progress::Progress;
 use super::verify::{self, Verification};
-use super::vigil::{self, Vigil};
+use super::vigil;
 use super::watch::{self, Sample, Watch};
 use super::{emit, now_us, KafkaArgs, WorkloadArgs};
 
@@ -60,6 +61,8 @@ pub struct RunArgs {
     /// costs.
     #[arg(long)]
     stateless: bool,
+    #[command(flatten)]
+    chaos: ChaosArgs,
 }
 
 /// The run's names: topics, vigil's group, its files.
@@ -90,12 +93,18 @@ impl Names {
         format!("loadtest.{}.changelog", self.input)
     }
 
-    fn pipeline(&self, brokers: &str, stateless: bool) -> anyhow::Result<PathBuf> {
+    /// The pipeline file; under chaos, with a short consumer session so a
+    /// killed or frozen process's partitions move within seconds.
+    fn pipeline(&self, brokers: &str, stateless: bool, chaos: bool) -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
         let path = self.dir.join("pipeline.yaml");
+        let session = match chaos {
+            true => format!(", properties: {{session.timeout.ms: '{}'}}", chaos::SESSION.as_millis()),
+            false => String::new(),
+        };
         let text = format!(
             "name: loadtest\n\
-             source: {{brokers: '{brokers}', topics: [{}], group: {}, start_from: earliest}}\n\
+             source: {{brokers: '{brokers}', topics: [{}], group: {}, start_from: earliest{session}}}\n\
              format: {{type: debezium-json, decimal_scales: {{amount: 2}}}}\n\
              rows: {{key: user_id, event_time: created_at, primary_key: [id]}}\n\
              detectors: [{{type: spend_anomaly}}, {{type: velocity_score}}]\n\
@@ -121,14 +130,14 @@ struct Measured {
     vigil_started_ms: i64,
 }
 
-/// How to start vigil, and the watch on its group's commits.
+/// How to start vigil's processes, and the watch on its group's commits.
 struct Watched<'a> {
-    start: &'a dyn Fn() -> anyhow::Result<Vigil>,
+    start: &'a dyn Fn() -> anyhow::Result<Fleet>,
     watch: &'a Watch,
 }
 
 impl Watched<'_> {
-    fn start(&self) -> anyhow::Result<(Vigil, Instant, i64)> {
+    fn start(&self) -> anyhow::Result<(Fleet, Instant, i64)> {
         Ok(((self.start)()?, Instant::now(), now_us() / 1_000))
     }
 }
@@ -141,20 +150,20 @@ fn steady(
     sink: &EnvelopeSink,
     manifest: &Manifest,
     w: Watched<'_>,
-) -> anyhow::Result<(Measured, Vigil)> {
-    let (mut vigil, since, vigil_started_ms) = w.start()?;
+) -> anyhow::Result<(Measured, Fleet)> {
+    let (mut fleet, since, vigil_started_ms) = w.start()?;
     std::thread::sleep(Duration::from_secs(3));
     let (produced, samples) = std::thread::scope(|s| {
         let producer = s.spawn(|| {
             let pace = Pace::new(Some(rate), Some(args.records), None);
             produce::to_kafka(sink, &manifest.workload(), &pace, &mut Progress::hidden())
         });
-        let samples = w.watch.until_committed(&mut vigil, since, Some(args.records), || producer.is_finished());
+        let samples = w.watch.until_committed(&mut fleet, since, Some(args.records), || producer.is_finished());
         let produced = producer.join().map_err(|_| anyhow::anyhow!("the producer thread panicked"))?;
         anyhow::Ok((produced?, samples?))
     })?;
     let baseline = baseline::measure(&args.kafka.brokers, &manifest.topic)?;
-    Ok((Measured { produced, baseline, baseline_after: None, samples, vigil_started_ms }, vigil))
+    Ok((Measured { produced, baseline, baseline_after: None, samples, vigil_started_ms }, fleet))
 }
 
 /// Preloaded: the whole topic first and on disk, the baseline on it, then
@@ -164,15 +173,15 @@ fn preloaded(
     sink: &EnvelopeSink,
     manifest: &Manifest,
     w: Watched<'_>,
-) -> anyhow::Result<(Measured, Vigil)> {
+) -> anyhow::Result<(Measured, Fleet)> {
     let pace = Pace::new(None, Some(args.records), None);
     let mut progress = Progress::new("produce", Some(args.records));
     let produced = produce::to_kafka(sink, &manifest.workload(), &pace, &mut progress)?;
     settle_writes();
     let baseline = baseline::measure(&args.kafka.brokers, &manifest.topic)?;
-    let (mut vigil, since, vigil_started_ms) = w.start()?;
-    let samples = w.watch.until_committed(&mut vigil, since, Some(produced.count), || true)?;
-    Ok((Measured { produced, baseline, baseline_after: None, samples, vigil_started_ms }, vigil))
+    let (mut fleet, since, vigil_started_ms) = w.start()?;
+    let samples = w.watch.until_committed(&mut fleet, since, Some(produced.count), || true)?;
+    Ok((Measured { produced, baseline, baseline_after: None, samples, vigil_started_ms }, fleet))
 }
 
 /// Waits until what was produced is on disk, when the broker runs on this
@@ -190,13 +199,13 @@ fn settle_writes() {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    args.chaos.check()?;
     let binary = vigil::binary(args.vigil.as_deref())?;
     let brokers = args.kafka.brokers.clone();
     let names = Names::new();
     let (input, alerts, dead_letters) = (names.input.as_str(), names.alerts.as_str(), names.dead_letters.as_str());
     kafka::create_topics(&brokers, &[(input, args.partitions), (alerts, args.partitions), (dead_letters, 1)]).await?;
-    let pipeline = names.pipeline(&brokers, args.stateless)?;
-    let log = names.dir.join("vigil.log");
+    let pipeline = names.pipeline(&brokers, args.stateless, args.chaos.enabled())?;
 
     let workload = args.workload.workload(args.rate, Some(args.records));
     let mut manifest = Manifest::new(Target::Kafka, input, &workload, args.workload.schemaless);
@@ -204,13 +213,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     eprintln!("loadtest: {} transactions, {} alerts due; topics {}.*", args.records, manifest.due().len(), names.group);
     let sink = EnvelopeSink::new(&brokers, input, args.partitions, args.workload.schemaless)?;
     let watch = Watch::new(&brokers, &names.group, input)?;
-    let w = Watched { start: &|| Vigil::start(&binary, &pipeline, &log), watch: &watch };
-    let (mut measured, mut vigil) = match args.rate {
+    let start = || Fleet::start(&binary, &pipeline, &names.dir, &args.chaos, args.workload.seed, args.records);
+    let w = Watched { start: &start, watch: &watch };
+    let (mut measured, mut fleet) = match args.rate {
         Some(rate) => steady(&args, rate, &sink, &manifest, w)?,
         None => preloaded(&args, &sink, &manifest, w)?,
     };
-    let usage = vigil.usage();
-    vigil.stop();
+    let usage = fleet.usage();
+    fleet.stop();
     if args.rate.is_none() {
         measured.baseline_after = Some(baseline::measure(&args.kafka.brokers, input)?);
     }
@@ -220,7 +230,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let alerts = verify::read_alerts(&brokers, alerts)?;
     let v = verify::check(&manifest, &alerts, Some(&measured.baseline.scan.timestamps), None)?;
-    let report = Report { args: &args, m: &measured, v: &v, cpu_seconds: usage.cpu_seconds, rss: usage.peak_rss_mib };
+    let report = Report {
+        args: &args,
+        m: &measured,
+        v: &v,
+        fleet: &fleet,
+        cpu_seconds: usage.cpu_seconds,
+        rss: usage.peak_rss_mib,
+    };
     if let Some(path) = &args.plot {
         report.plot(path)?;
     }
@@ -229,8 +246,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if !args.keep_topics {
         kafka::delete_topics(&brokers, &[input, &names.alerts, dead_letters, &names.changelog()]).await;
     }
-    if let Err(e) = v.passed() {
-        bail!("{e} (vigil's log: {})", log.display());
+    let passed = v.passed(fleet.disrupted()).and_then(|()| fleet.check_disrupted());
+    if let Err(e) = passed {
+        bail!("{e} (vigil's log: {})", fleet.logs());
     }
     Ok(())
 }
@@ -240,6 +258,7 @@ struct Report<'a> {
     args: &'a RunArgs,
     m: &'a Measured,
     v: &'a Verification,
+    fleet: &'a Fleet,
     cpu_seconds: f64,
     rss: f64,
 }
@@ -282,6 +301,8 @@ impl Report<'_> {
             "baseline_after": m.baseline_after.as_ref().map(Baseline::json),
             "baseline_ceiling_per_second": self.ceiling(),
             "vigil": {
+                "instances": self.args.chaos.instances,
+                "processes": self.fleet.json(),
                 "records_per_second_sustained": self.sustained(),
                 "seconds_to_commit_all": samples.last().map_or(0.0, |s| s.seconds),
                 "cpu_seconds": self.cpu_seconds,
@@ -307,9 +328,10 @@ impl Report<'_> {
             baselines = format!("{baselines}\n{}", after.summary_as("  read again after"));
             of = "the faster baseline read";
         }
+        let chaos = self.fleet.summary().map_or_else(String::new, |c| format!("\n{c}"));
         format!(
             "records {} over {} partitions ({})\n{}\n\
-             vigil              {:>10.0} records/s sustained ({:.0}% of {of}), {:.1} CPU s, {:.0} records per CPU s, peak RSS {:.0} MiB\n{}",
+             vigil              {:>10.0} records/s sustained ({:.0}% of {of}), {:.1} CPU s, {:.0} records per CPU s, peak RSS {:.0} MiB\n{}{chaos}",
             self.records(),
             self.args.partitions,
             self.mode(),

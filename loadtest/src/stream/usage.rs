@@ -11,6 +11,14 @@ pub struct Usage {
     pub peak_rss_mib: f64,
 }
 
+impl Usage {
+    /// Another process's usage added: CPU seconds summed, the higher peak.
+    pub fn add(&mut self, other: &Usage) {
+        self.cpu_seconds += other.cpu_seconds;
+        self.peak_rss_mib = self.peak_rss_mib.max(other.peak_rss_mib);
+    }
+}
+
 /// Usage of process `pid` ("self" for this one); zeros where /proc does
 /// not tell (the process is gone, not Linux).
 pub fn of(pid: &str) -> Usage {
@@ -46,5 +54,8 @@ mod tests {
         assert_eq!(peak_rss_mib("Name:\tx\nVmHWM:\t  204800 kB\n"), 200.0);
         assert_eq!(of("no-such-process"), Usage::default());
         assert!(of("self").peak_rss_mib > 0.0);
+        let mut two = Usage { cpu_seconds: 1.5, peak_rss_mib: 300.0 };
+        two.add(&Usage { cpu_seconds: 2.0, peak_rss_mib: 200.0 });
+        assert_eq!(two, Usage { cpu_seconds: 3.5, peak_rss_mib: 300.0 });
     }
 }

@@ -1,6 +1,8 @@
 //! `loadtest verify`: recomputes from a manifest, with the independent
 //! oracle, exactly which alerts are due, reads the alert topic, and reports
-//! missing, unexpected and duplicate alerts (any of them fails). With the
+//! missing, unexpected and duplicate alerts (any of them fails; with
+//! `--allow-repeats`, copies of an alert with its own id pass, as
+//! at-least-once delivery after a failure allows). With the
 //! input topic, the end-to-end latency of each alert: its input record's
 //! broker timestamp to its own (LogAppendTime on both topics makes that
 //! one clock).
@@ -43,11 +45,18 @@ pub struct VerifyArgs {
     /// Write the JSON report here (default: onto stdout).
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Copies of an alert carrying the same id pass (at-least-once delivery
+    /// after a crash or rebalance); a second id for the same due alert
+    /// still fails.
+    #[arg(long)]
+    allow_repeats: bool,
 }
 
 /// The fields of an alert that verification reads.
 #[derive(Deserialize)]
 struct AlertJson {
+    #[serde(default)]
+    id: String,
     #[serde(default)]
     pipeline: String,
     #[serde(default)]
@@ -75,7 +84,11 @@ pub struct Verification {
     pub received: usize,
     pub missing: usize,
     pub unexpected: usize,
+    /// Copies beyond the first of an alert.
     pub duplicates: usize,
+    /// Of the duplicates, those with an id of their own: the same finding
+    /// raised twice, which no delivery guarantee allows.
+    pub with_another_id: usize,
     /// Alerts about other rows or topics (an alert topic others share).
     pub ignored: usize,
     /// Latency, ms, of the alerts whose input record was read.
@@ -93,7 +106,8 @@ pub fn check(
     pipeline: Option<&str>,
 ) -> anyhow::Result<Verification> {
     let due = manifest.due();
-    let mut got: BTreeMap<Option<Due>, usize> = BTreeMap::new();
+    // Per finding: its copies, and the ids they carry.
+    let mut got: BTreeMap<Option<Due>, (usize, BTreeSet<String>)> = BTreeMap::new();
     let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000, 3).context("histogram")?;
     let (mut points, mut ignored) = (Vec::new(), 0);
     for read in alerts {
@@ -109,7 +123,9 @@ pub fn check(
             "velocity-score" => Some(Due::Velocity(id)),
             _ => None,
         };
-        *got.entry(key).or_default() += 1;
+        let (copies, ids) = got.entry(key).or_default();
+        *copies += 1;
+        ids.insert(alert.id);
         if let Some(input_ms) = input.and_then(|t| t.at(alert.source.partition, alert.source.offset)) {
             let ms = (read.ms - input_ms).max(0) as u64;
             latency.saturating_record(ms);
@@ -119,10 +135,11 @@ pub fn check(
     let received_keys: BTreeSet<Due> = got.keys().flatten().copied().collect();
     Ok(Verification {
         due: due.len(),
-        received: got.values().sum(),
+        received: got.values().map(|(n, _)| n).sum(),
         missing: due.difference(&received_keys).count(),
-        unexpected: received_keys.difference(&due).count() + got.get(&None).copied().unwrap_or(0),
-        duplicates: got.iter().map(|(k, n)| if k.is_some() { n - 1 } else { 0 }).sum(),
+        unexpected: received_keys.difference(&due).count() + got.get(&None).map_or(0, |(n, _)| *n),
+        duplicates: got.iter().filter(|(k, _)| k.is_some()).map(|(_, (n, _))| n - 1).sum(),
+        with_another_id: got.iter().filter(|(k, _)| k.is_some()).map(|(_, (_, ids))| ids.len() - 1).sum(),
         ignored,
         latency,
         points,
@@ -137,6 +154,7 @@ impl Verification {
             "missing": self.missing,
             "unexpected": self.unexpected,
             "duplicates": self.duplicates,
+            "duplicates_with_another_id": self.with_another_id,
             "ignored": self.ignored,
         })
     }
@@ -157,7 +175,7 @@ impl Verification {
         let l = &self.latency;
         format!(
             "latency (ms)       p50 {}  p90 {}  p99 {}  p99.9 {}  ({} alerts)\n\
-             alerts             {} due, {} received: {} missing, {} unexpected, {} duplicates ({} of other rows ignored)",
+             alerts             {} due, {} received: {} missing, {} unexpected, {} duplicates ({} with another id; {} of other rows ignored)",
             l.value_at_quantile(0.5),
             l.value_at_quantile(0.9),
             l.value_at_quantile(0.99),
@@ -168,6 +186,7 @@ impl Verification {
             self.missing,
             self.unexpected,
             self.duplicates,
+            self.with_another_id,
             self.ignored,
         )
     }
@@ -177,14 +196,17 @@ impl Verification {
         self.points.iter().map(|&(at, ms)| ((at - t0_ms) as f64 / 1e3, ms as f64)).collect()
     }
 
-    /// Fails on any missing, unexpected or duplicate alert.
-    pub fn passed(&self) -> anyhow::Result<()> {
-        if self.missing + self.unexpected + self.duplicates > 0 {
+    /// Fails on any missing, unexpected or duplicate alert; with
+    /// `repeats_allowed`, only on duplicates that carry another id.
+    pub fn passed(&self, repeats_allowed: bool) -> anyhow::Result<()> {
+        let duplicates = if repeats_allowed { self.with_another_id } else { self.duplicates };
+        if self.missing + self.unexpected + duplicates > 0 {
             bail!(
-                "verification failed: {} missing, {} unexpected, {} duplicate alerts",
+                "verification failed: {} missing, {} unexpected, {} duplicate alerts ({} with another id)",
                 self.missing,
                 self.unexpected,
-                self.duplicates
+                self.duplicates,
+                self.with_another_id
             );
         }
         Ok(())
@@ -219,7 +241,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
         "latency_ms": v.latency_json(),
     });
     emit(&report, args.report.as_deref())?;
-    v.passed()
+    v.passed(args.allow_repeats)
 }
 
 #[cfg(test)]
@@ -230,6 +252,7 @@ mod tests {
 
     fn alert(detector: &str, id: i64, topic: &str, offset: i64, ms: i64) -> Read {
         let value = json!({
+            "id": format!("{detector}-{id}"),
             "pipeline": "p",
             "detector": detector,
             "row": {"primary_key": {"id": id}},
@@ -263,7 +286,7 @@ mod tests {
         let v = check(&m, &alerts, None, None).unwrap();
         assert!(v.due > 10);
         assert_eq!((v.received, v.missing, v.unexpected, v.duplicates, v.ignored), (v.due, 0, 0, 0, 2));
-        v.passed().unwrap();
+        v.passed(false).unwrap();
     }
 
     #[test]
@@ -277,10 +300,27 @@ mod tests {
         alerts.push(alert("some-other-detector", 501, "in", 9_001, 1_000));
         let v = check(&m, &alerts, None, None).unwrap();
         assert_eq!((v.missing, v.unexpected, v.duplicates), (1, 2, 1), "dropped {dropped:?}");
-        assert!(v.passed().is_err());
+        assert!(v.passed(false).is_err());
         // Only the named pipeline's alerts count.
         let v = check(&m, &alerts, None, Some("another")).unwrap();
         assert_eq!((v.received, v.missing, v.ignored), (0, v.due, alerts.len()));
+    }
+
+    #[test]
+    fn repeats_with_the_same_id_may_pass_but_another_id_never() {
+        let m = manifest();
+        let mut alerts = alerts_for(&m.due());
+        alerts.push(alerts[0].clone());
+        let v = check(&m, &alerts, None, None).unwrap();
+        assert_eq!((v.duplicates, v.with_another_id), (1, 0));
+        assert!(v.passed(false).is_err(), "a repeat fails a run that allows none");
+        v.passed(true).unwrap();
+        let mut other: Value = serde_json::from_slice(&alerts[1].value).unwrap();
+        other["id"] = "raised again".into();
+        alerts.push(Read { value: other.to_string().into_bytes(), ..alerts[1].clone() });
+        let v = check(&m, &alerts, None, None).unwrap();
+        assert_eq!((v.duplicates, v.with_another_id), (2, 1));
+        assert!(v.passed(true).is_err(), "the same finding under a second id");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The vigil process under test: found beside loadtest, started on a
 //! pipeline file with its output in a log, stopped with SIGTERM (killed if
-//! the run ends otherwise).
+//! the run ends otherwise, or by chaos).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,6 +25,10 @@ pub fn binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     bail!("no vigil binary beside {}: build it (cargo build --release) or pass --vigil", me.display())
 }
 
+/// What vigil's log holds unless `VIGIL_LOG` says otherwise: warnings,
+/// its start and stop, rebalances and restores.
+const DEFAULT_LOG: &str = "warn,vigil::run=info,vigil::source::consumer=info,vigil::detect::router=info";
+
 pub struct Vigil {
     child: Child,
 }
@@ -38,7 +42,7 @@ impl Vigil {
             .arg("run")
             .arg(pipeline)
             .args(["--metrics-addr", &metrics])
-            .env("RUST_LOG", "warn,vigil::run=info")
+            .env("RUST_LOG", std::env::var("VIGIL_LOG").unwrap_or_else(|_| DEFAULT_LOG.to_owned()))
             .stdout(out.try_clone()?)
             .stderr(out)
             .stdin(Stdio::null())
@@ -60,15 +64,30 @@ impl Vigil {
         usage::of(&self.child.id().to_string())
     }
 
+    /// Stops it cleanly (SIGTERM) and waits for it.
     pub fn stop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.signal("TERM");
         let _ = self.child.wait();
+    }
+
+    /// Kills it (SIGKILL), as a crash would, and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// `kill -SIG` to the process.
+    pub fn signal(&self, sig: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status()?;
+        if !status.success() {
+            bail!("kill -{sig} {}: {status}", self.child.id());
+        }
+        Ok(())
     }
 }
 
 impl Drop for Vigil {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }

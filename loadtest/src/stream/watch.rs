@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
+use super::chaos::Fleet;
 use super::kafka::{self, Offsets};
 use super::progress::Progress;
-use super::vigil::Vigil;
 
 const EVERY: Duration = Duration::from_millis(200);
 /// No commit for this long, with records waiting, fails the run.
@@ -54,11 +54,12 @@ impl Watch {
     }
 
     /// Samples until production is over (`done`) and the group has
-    /// committed every record; `since`: vigil's start; `expected`: the
-    /// records to come, for the progress bar.
+    /// committed every record, letting the fleet act on each sample;
+    /// `since`: vigil's start; `expected`: the records to come, for the
+    /// progress bar.
     pub fn until_committed(
         &self,
-        vigil: &mut Vigil,
+        fleet: &mut Fleet,
         since: Instant,
         expected: Option<u64>,
         done: impl Fn() -> bool,
@@ -68,7 +69,7 @@ impl Watch {
         let mut last_move = Instant::now();
         let mut unreachable = false;
         loop {
-            vigil.check_running()?;
+            fleet.check_running()?;
             // Asked before sampling: once production is over, the sample's
             // end offsets are final.
             let finished = done();
@@ -96,6 +97,9 @@ impl Watch {
                 last_move = Instant::now();
             }
             samples.push(s);
+            if let Some(said) = fleet.tend(&s)? {
+                progress.say(&said);
+            }
             progress.update(s.committed.max(0) as u64, || {
                 format!("committed, {} produced, {} behind", s.produced, s.produced - s.committed)
             });
