@@ -17,15 +17,6 @@ use std::time::Duration;
 
 use support::*;
 
-/// Starts the broker again when dropped, so a failing test leaves it up.
-struct BrokerBack;
-
-impl Drop for BrokerBack {
-    fn drop(&mut self) {
-        let _ = stack(&["start", "kafka"]);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_loses_and_repeats_no_alert() {
     // 4,000 rows, every tenth due an alert, about 200 a second: before,
@@ -78,8 +69,6 @@ async fn a_broker_restart_loses_and_repeats_no_alert() {
     assert!(vigil.terminate().success(), "vigil stops cleanly:\n{}", vigil.log());
 
     // The stack is whole again for the tests after this one.
-    let up = stack(&["up"]);
-    assert!(up.status.success(), "stack up after the restart:\n{}", text(&up.stderr));
-    assert!(text(&up.stdout).contains("connector dbserver1: RUNNING RUNNING"), "{}", text(&up.stdout));
+    stack_whole_again();
     stream.delete_topics().await;
 }

@@ -1,8 +1,8 @@
 //! Detector state moves with its partition: a crash, a restart, a process
-//! joining or leaving, a consumer whose session lapses: the alerts are
-//! exactly those due over the whole stream, as if one process had read it
-//! without a pause (none missing, none unexpected; a repeat only with the
-//! same id).
+//! joining or leaving, a consumer whose session lapses, a broker restart:
+//! the alerts are exactly those due over the whole stream, as if one
+//! process had read it without a pause (none missing, none unexpected; a
+//! repeat only with the same id).
 //!
 //! Each scenario has a topic, group and users of its own and a seeded
 //! workload whose due alerts an oracle of its own computes (the load
@@ -10,7 +10,8 @@
 //! engine). Users' histories are built by the first half of the stream
 //! and most frauds are judged against them in the second, so a state lost
 //! at the disruption shows as missing (or unexpected) alerts. The
-//! scenarios run one at a time: each runs up to three vigil processes.
+//! scenarios run one at a time: each runs up to three vigil processes, and
+//! one restarts the broker.
 
 mod support;
 
@@ -286,6 +287,37 @@ async fn a_restart_with_changed_detectors_keeps_what_still_applies() {
         }
     }
     s.check_alerts(&due, &[&a, &b]);
+    s.delete_topics().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_and_then_a_kill_change_no_alert() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let s = Scenario::new("broker", 150, 4_000, "").await;
+    s.produce(0..2_000, 20_000).await;
+    let mut a = Vigil::start(&s.file, "a");
+    let writer = s.write_second_half();
+    s.wait_rows(&[&a], 2_400.0);
+    // Away longer than the 6 s session: the process may lose its
+    // partitions (nothing checkpointed for them) and be given them back.
+    let back = BrokerBack;
+    let stop = stack(&["stop", "kafka"]);
+    assert!(stop.status.success(), "stop kafka:\n{}", text(&stop.stderr));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let start = stack(&["start", "kafka"]);
+    assert!(start.status.success(), "start kafka:\n{}", text(&start.stderr));
+    drop(back);
+    assert!(a.exited().is_none(), "vigil outlives the broker's restart:\n{}", a.log());
+    // Then a crash: what the new process restores was written around the
+    // restart.
+    s.wait_rows(&[&a], 3_200.0);
+    a.kill();
+    let again = Vigil::start(&s.file, "again");
+    writer.await.expect("writer");
+    s.wait_committed(&[&again]);
+    assert!(restored_users(&again.log()) > 0, "the new process restored users:\n{}", again.log());
+    s.check_alerts(&s.due(), &[&a, &again]);
+    stack_whole_again();
     s.delete_topics().await;
 }
 

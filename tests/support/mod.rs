@@ -235,6 +235,24 @@ pub fn stack(args: &[&str]) -> std::process::Output {
     std::process::Command::new(script).args(args).output().expect("scripts/stack runs")
 }
 
+/// Starts the broker again when dropped, so a test that stopped it and
+/// then failed leaves it up.
+pub struct BrokerBack;
+
+impl Drop for BrokerBack {
+    fn drop(&mut self) {
+        let _ = stack(&["start", "kafka"]);
+    }
+}
+
+/// The whole stack up again (Connect and Debezium included), for the tests
+/// after one that restarted the broker.
+pub fn stack_whole_again() {
+    let up = stack(&["up"]);
+    assert!(up.status.success(), "stack up after the restart:\n{}", text(&up.stderr));
+    assert!(text(&up.stdout).contains("connector dbserver1: RUNNING RUNNING"), "{}", text(&up.stdout));
+}
+
 /// Bytes of a command's output as text.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
