@@ -9,7 +9,8 @@
 //!   pieces: transactions with planted fraud into Kafka or PostgreSQL, the
 //!   plain consumer's ceiling, every alert checked against an oracle.
 //! - `run`: those pieces in one go around a vigil process, with a report
-//!   and a chart (`stream/`).
+//!   and a chart (`stream/`); `restore`: how long a large state takes to
+//!   restore.
 
 mod db;
 mod sensors;
@@ -51,6 +52,9 @@ enum Command {
     /// Debezium envelopes with planted fraud, measure the baseline consumer,
     /// run vigil, verify every alert against an independent oracle, report.
     Run(stream::run::RunArgs),
+    /// Write a changelog of many users of full state straight into Kafka,
+    /// start vigil on it, and report how long the restore takes.
+    Restore(stream::restore::RestoreArgs),
 }
 
 #[tokio::main]
@@ -62,5 +66,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Baseline(args) => stream::baseline::run(args),
         Command::Verify(args) => stream::verify::run(args),
         Command::Run(args) => stream::run::run(args).await,
+        Command::Restore(args) => stream::restore::run(args).await,
     }
 }

@@ -3,8 +3,8 @@
 //! back into users' state).
 //!
 //! One thread and one consumer per pipeline, outside any group (partitions
-//! are assigned by hand, nothing is committed): requests that arrive
-//! together (a rebalance assigns partitions at once) are read together.
+//! are assigned by hand, nothing is committed): a partition requested while
+//! others are read is read beside them at once.
 //! A broker away is waited for; a record the reading refuses ends that
 //! partition's restore with an error, and the pipeline stops rather than
 //! judge on a state that is not the saved one.
@@ -29,6 +29,9 @@ pub trait Reading: Send + 'static {
     /// One record; `value` is `None` for a tombstone. An error ends the
     /// restore of the partition.
     fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String>;
+
+    /// Before the first record: how many the partition holds at most.
+    fn expect(&mut self, _records: u64) {}
 }
 
 /// What a restore read.
@@ -62,6 +65,7 @@ struct Request {
 /// A [`Reading`] and where its result goes, with its type erased.
 trait Job: Send {
     fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String>;
+    fn expect(&mut self, records: u64);
     fn finish(self: Box<Self>, result: Result<ReadStats, RestoreError>);
 }
 
@@ -73,6 +77,10 @@ struct Typed<R: Reading> {
 impl<R: Reading> Job for Typed<R> {
     fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
         self.reading.apply(key, value)
+    }
+
+    fn expect(&mut self, records: u64) {
+        self.reading.expect(records);
     }
 
     fn finish(self: Box<Self>, result: Result<ReadStats, RestoreError>) {
@@ -128,12 +136,22 @@ impl Restorer {
     }
 }
 
-/// Serves requests until every [`Restorer`] handle is dropped.
+/// Serves requests until every [`Restorer`] handle is dropped. A request
+/// that comes while others are read joins them at once (a rebalance's
+/// partitions arrive one after another, and none waits for the others).
 fn serve(consumer: &BaseConsumer<LoggedContext>, incoming: &mpsc::Receiver<Request>) {
     while let Ok(first) = incoming.recv() {
-        let mut round = vec![first];
-        round.extend(incoming.try_iter());
-        read_round(consumer, round);
+        let mut active = Vec::new();
+        begin(consumer, first, &mut active);
+        loop {
+            for request in incoming.try_iter() {
+                begin(consumer, request, &mut active);
+            }
+            if active.is_empty() {
+                break;
+            }
+            read_some(consumer, &mut active);
+        }
     }
 }
 
@@ -151,63 +169,69 @@ impl Active {
     fn is(&self, topic: &str, partition: i32) -> bool {
         self.partition == partition && self.topic == topic
     }
+
+    /// Stops reading the partition and answers its request.
+    fn finish(self, consumer: &BaseConsumer<LoggedContext>, result: Result<ReadStats, RestoreError>) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, self.partition);
+        let _ = consumer.incremental_unassign(&tpl);
+        self.job.finish(result);
+    }
 }
 
-fn read_round(consumer: &BaseConsumer<LoggedContext>, round: Vec<Request>) {
-    let mut active = Vec::new();
-    let mut assignment = TopicPartitionList::new();
-    for Request { topic, partition, job } in round {
-        let (start, end) = match watermarks(consumer, &topic, partition) {
-            Ok(marks) => marks,
-            Err(e) => {
-                job.finish(Err(RestoreError::Missing(e)));
-                continue;
+/// Starts reading a requested partition from its start, or answers at
+/// once when it is empty or gone.
+fn begin(consumer: &BaseConsumer<LoggedContext>, request: Request, active: &mut Vec<Active>) {
+    let Request { topic, partition, mut job } = request;
+    let (start, end) = match watermarks(consumer, &topic, partition) {
+        Ok(marks) => marks,
+        Err(e) => return job.finish(Err(RestoreError::Missing(e))),
+    };
+    if end <= start {
+        return job.finish(Ok(ReadStats::default()));
+    }
+    let mut tpl = TopicPartitionList::new();
+    let assigned = tpl
+        .add_partition_offset(&topic, partition, Offset::Offset(start))
+        .and_then(|()| consumer.incremental_assign(&tpl));
+    match assigned {
+        Ok(()) => {
+            job.expect(u64::try_from(end - start).unwrap_or(0));
+            active.push(Active { topic, partition, end, stats: ReadStats::default(), job });
+        }
+        Err(e) => {
+            job.finish(Err(RestoreError::Unreadable { offset: start, reason: format!("cannot be assigned: {e}") }))
+        }
+    }
+}
+
+/// Reads what one poll gives, finishing the partitions that reach their end.
+fn read_some(consumer: &BaseConsumer<LoggedContext>, active: &mut Vec<Active>) {
+    match consumer.poll(POLL) {
+        Some(Ok(record)) => {
+            let Some(at) = active.iter().position(|a| a.is(record.topic(), record.partition())) else {
+                return;
+            };
+            let a = &mut active[at];
+            let (key, value) = (record.key().unwrap_or_default(), record.payload());
+            a.stats.records += 1;
+            a.stats.bytes += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
+            if let Err(reason) = a.job.apply(key, value) {
+                let offset = record.offset();
+                drop(record);
+                active.swap_remove(at).finish(consumer, Err(RestoreError::Unreadable { offset, reason }));
+            } else if record.offset() + 1 >= a.end {
+                drop(record);
+                let a = active.swap_remove(at);
+                let stats = a.stats;
+                a.finish(consumer, Ok(stats));
             }
-        };
-        if end <= start {
-            job.finish(Ok(ReadStats::default()));
-            continue;
         }
-        if assignment.add_partition_offset(&topic, partition, Offset::Offset(start)).is_err() {
-            job.finish(Err(RestoreError::Unreadable { offset: start, reason: "cannot be assigned".into() }));
-            continue;
-        }
-        active.push(Active { topic, partition, end, stats: ReadStats::default(), job });
+        // The end of a partition, or past records that are never handed
+        // out (transaction markers): done when past the end.
+        Some(Err(KafkaError::PartitionEOF(_))) | None => finish_reached(consumer, active),
+        Some(Err(e)) => consumer.context().errors.say("reading a changelog", &"the restorer", &e),
     }
-    if active.is_empty() {
-        return;
-    }
-    if let Err(e) = consumer.assign(&assignment) {
-        for a in active {
-            a.job.finish(Err(RestoreError::Missing(e.clone())));
-        }
-        return;
-    }
-    while !active.is_empty() {
-        match consumer.poll(POLL) {
-            Some(Ok(record)) => {
-                let Some(at) = active.iter().position(|a| a.is(record.topic(), record.partition())) else {
-                    continue;
-                };
-                let a = &mut active[at];
-                let (key, value) = (record.key().unwrap_or_default(), record.payload());
-                a.stats.records += 1;
-                a.stats.bytes += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
-                if let Err(reason) = a.job.apply(key, value) {
-                    let a = active.swap_remove(at);
-                    a.job.finish(Err(RestoreError::Unreadable { offset: record.offset(), reason }));
-                } else if record.offset() + 1 >= a.end {
-                    let a = active.swap_remove(at);
-                    a.job.finish(Ok(a.stats));
-                }
-            }
-            // The end of a partition, or past records that are never
-            // handed out (transaction markers): done when past the end.
-            Some(Err(KafkaError::PartitionEOF(_))) | None => finish_reached(consumer, &mut active),
-            Some(Err(e)) => consumer.context().errors.say("reading a changelog", &"the restorer", &e),
-        }
-    }
-    let _ = consumer.unassign();
 }
 
 /// Finishes the partitions whose position is at or past their end.
@@ -222,7 +246,8 @@ fn finish_reached(consumer: &BaseConsumer<LoggedContext>, active: &mut Vec<Activ
         });
         if position.is_some_and(|p| p >= a.end) {
             let a = active.swap_remove(i);
-            a.job.finish(Ok(a.stats));
+            let stats = a.stats;
+            a.finish(consumer, Ok(stats));
         } else {
             i += 1;
         }

@@ -21,8 +21,6 @@
 
 use std::collections::BTreeMap;
 
-use rust_decimal::Decimal;
-
 use super::spend::SpendHistory;
 use super::velocity::VelocityWindow;
 use super::{Detectors, UserState};
@@ -41,6 +39,8 @@ const SPEND: u8 = 1;
 const VELOCITY: u8 = 2;
 /// rust_decimal's largest scale.
 const MAX_SCALE: u8 = 28;
+/// A decimal's mantissa is 96 bits.
+const MAX_MANTISSA: u128 = (1 << 96) - 1;
 
 /// What a changelog record's key names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,20 +231,22 @@ pub fn decode_user(detectors: &Detectors, bytes: &[u8], report: &mut RestoreRepo
 /// ones were cut.
 fn decode_history(body: &mut Reader<'_>, limit: usize) -> Result<(SpendHistory, bool), RecordError> {
     let count = body.count()?;
-    let mut history = SpendHistory::default();
+    let mut amounts = Vec::with_capacity(count.min(limit));
     for i in 0..count {
         let mantissa = body.signed()?;
         let scale = body.byte()?;
         if scale > MAX_SCALE {
             return Err(RecordError::Malformed("amount scale above 28"));
         }
-        let amount = Decimal::try_from_i128_with_scale(mantissa, scale.into())
-            .map_err(|_| RecordError::Malformed("amount beyond a decimal"))?;
+        if mantissa.unsigned_abs() > MAX_MANTISSA {
+            return Err(RecordError::Malformed("amount beyond a decimal"));
+        }
+        // The newest `limit` amounts only.
         if count - i <= limit {
-            history.restore(amount, limit);
+            amounts.push((mantissa, scale));
         }
     }
-    Ok((history, count > limit))
+    Ok((SpendHistory::restored(&amounts), count > limit))
 }
 
 fn decode_window(body: &mut Reader<'_>) -> Result<VelocityWindow, RecordError> {
@@ -331,6 +333,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rust_decimal::Decimal;
     use crate::detect::tests::{pipeline_with, row_at};
 
     const BOTH: &str = "[{type: spend_anomaly}, {type: velocity_score}]";

@@ -24,7 +24,15 @@ impl Loaded {
     }
 }
 
+/// Users reserved for at most: a compacted changelog holds about one
+/// record per user, an uncompacted one many more (no need to reserve all).
+const RESERVE_AT_MOST: u64 = 1 << 20;
+
 impl Reading for Loaded {
+    fn expect(&mut self, records: u64) {
+        self.users.reserve(records.min(RESERVE_AT_MOST) as usize);
+    }
+
     fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
         match (record::decode_key(key).map_err(|e| e.to_string())?, value) {
             (RecordKey::User(user), None) => {

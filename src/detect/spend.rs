@@ -102,6 +102,12 @@ impl<T: Copy> Clone for Units<T> {
 }
 
 impl SpendHistory {
+    /// An empty history with room for `amounts` (a restore knows how many
+    /// come: no growing, one allocation).
+    pub(crate) fn with_capacity(amounts: usize) -> Self {
+        SpendHistory { amounts: Amounts::Narrow(Units { ring: VecDeque::with_capacity(amounts), sum: 0, scale: 0 }) }
+    }
+
     pub fn len(&self) -> usize {
         match &self.amounts {
             Amounts::Narrow(u) => u.ring.len(),
@@ -137,10 +143,24 @@ impl SpendHistory {
         narrow.chain(wide).chain(decimals.into_iter().flatten().copied())
     }
 
-    /// Appends an amount read back from a changelog, as a row's would be,
-    /// keeping at most `limit`.
-    pub(crate) fn restore(&mut self, amount: Decimal, limit: usize) {
-        self.push(amount, limit);
+    /// A history read back from a changelog: `amounts` (mantissa, scale;
+    /// valid decimals, oldest first) as their rows would have built it.
+    /// Amounts of one scale whose units fit the narrow form (the common
+    /// case) are laid down at once; others go amount by amount.
+    pub(crate) fn restored(amounts: &[(i128, u8)]) -> Self {
+        if let Some(&(_, scale)) = amounts.first() {
+            let units: Option<VecDeque<i32>> =
+                amounts.iter().map(|&(m, s)| if s == scale { i32::try_from(m).ok() } else { None }).collect();
+            let sum = i64::try_from(amounts.iter().map(|&(m, _)| m).sum::<i128>());
+            if let (Some(ring), Ok(sum)) = (units, sum) {
+                return SpendHistory { amounts: Amounts::Narrow(Units { ring, sum, scale }) };
+            }
+        }
+        let mut history = SpendHistory::with_capacity(amounts.len());
+        for &(mantissa, scale) in amounts {
+            history.push(Decimal::from_i128_with_scale(mantissa, scale.into()), amounts.len());
+        }
+        history
     }
 
     /// Where the next update reads first: the oldest amount.
@@ -395,6 +415,37 @@ mod tests {
 
     fn d(s: &str) -> Decimal {
         s.parse().expect("decimal")
+    }
+
+    #[test]
+    fn a_restored_history_is_the_one_its_rows_built() {
+        let cases: [&[&str]; 5] = [
+            &["12.50", "300.00", "7.25"],
+            &["12.5", "300.00", "7"],
+            &["99999999999.99", "1.00"],
+            &["79228162514264337593543950335", "1", "0.5"],
+            &[],
+        ];
+        for amounts in cases {
+            let mut pushed = SpendHistory::default();
+            for a in amounts {
+                pushed.push(d(a), amounts.len());
+            }
+            let parts: Vec<(i128, u8)> = amounts.iter().map(|a| (d(a).mantissa(), d(a).scale() as u8)).collect();
+            let restored = SpendHistory::restored(&parts);
+            assert_eq!(restored.amounts().collect::<Vec<_>>(), pushed.amounts().collect::<Vec<_>>(), "{amounts:?}");
+            assert_eq!(restored.len(), pushed.len());
+            let factor = exact::Factor::new(d("3"));
+            assert_eq!(restored.exceeded_by(d("1000"), &factor), pushed.exceeded_by(d("1000"), &factor), "{amounts:?}");
+        }
+        // The common case lies in the narrow form, as pushing builds it.
+        let parts = [(1250, 2), (30000, 2)];
+        assert_eq!(SpendHistory::restored(&parts), {
+            let mut h = SpendHistory::default();
+            h.push(d("12.50"), 2);
+            h.push(d("300.00"), 2);
+            h
+        });
     }
 
     fn observe(config: &SpendAnomalyConfig, history: &mut SpendHistory, amount: Decimal) -> Option<SpendFinding> {

@@ -12,6 +12,8 @@
 //!   ([`vigil`]), watching its committed offsets ([`watch`]), with a report
 //!   and a chart ([`plot`]); or around several processes of one group,
 //!   disrupted at seeded moments ([`chaos`]).
+//! - `restore` ([`restore`]): a changelog of many users of full state
+//!   written directly, and how long vigil takes to restore it.
 
 pub mod baseline;
 mod chaos;
@@ -22,6 +24,7 @@ mod plot;
 mod postgres;
 pub mod produce;
 mod progress;
+pub mod restore;
 pub mod run;
 mod scan;
 mod usage;

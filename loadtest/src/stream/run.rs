@@ -66,16 +66,16 @@ pub struct RunArgs {
 }
 
 /// The run's names: topics, vigil's group, its files.
-struct Names {
-    group: String,
-    input: String,
-    alerts: String,
-    dead_letters: String,
-    dir: PathBuf,
+pub(super) struct Names {
+    pub group: String,
+    pub input: String,
+    pub alerts: String,
+    pub dead_letters: String,
+    pub dir: PathBuf,
 }
 
 impl Names {
-    fn new() -> Self {
+    pub fn new() -> Self {
         // Seconds and this process: runs started in the same second (tests
         // side by side) get topics of their own.
         let group = format!("loadtest-{}-{}", now_us() / 1_000_000, std::process::id());
@@ -89,13 +89,13 @@ impl Names {
     }
 
     /// The changelog vigil keeps the input's state in.
-    fn changelog(&self) -> String {
+    pub fn changelog(&self) -> String {
         format!("loadtest.{}.changelog", self.input)
     }
 
     /// The pipeline file; under chaos, with a short consumer session so a
     /// killed or frozen process's partitions move within seconds.
-    fn pipeline(&self, brokers: &str, stateless: bool, chaos: bool) -> anyhow::Result<PathBuf> {
+    pub fn pipeline(&self, brokers: &str, stateless: bool, chaos: bool) -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
         let path = self.dir.join("pipeline.yaml");
         let session = match chaos {
