@@ -55,6 +55,10 @@ fn two_hundred_thousand_records_verify_with_no_missing_unexpected_or_duplicate_a
     let sustained = r["vigil"]["records_per_second_sustained"].as_f64().expect("vigil's rate");
     let ratio = r["ratio_to_baseline"].as_f64().expect("the ratio");
     assert!(close(ratio, sustained / ceiling), "ratio {ratio}, sustained {sustained}, ceiling {ceiling}");
+    // State is kept by default: the changelog's counts are reported.
+    let state = &r["vigil"]["state"];
+    assert!(state["changelog_records"].as_f64().is_some_and(|n| n > 0.0), "{state}");
+    assert!(state["changelog_bytes_per_user_record"].as_f64().is_some_and(|b| b > 10.0), "{state}");
     let png = std::fs::read(&chart).expect("chart written");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "a PNG chart of {} bytes", png.len());
     let _ = std::fs::remove_file(&chart);

@@ -333,8 +333,8 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rust_decimal::Decimal;
     use crate::detect::tests::{pipeline_with, row_at};
+    use rust_decimal::Decimal;
 
     const BOTH: &str = "[{type: spend_anomaly}, {type: velocity_score}]";
 

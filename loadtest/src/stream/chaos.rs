@@ -283,6 +283,11 @@ impl Fleet {
         Ok(Some(said))
     }
 
+    /// A metric summed over the processes running now.
+    pub fn metric(&self, name: &str) -> f64 {
+        self.running.iter().map(|p| p.vigil.metric(name)).sum()
+    }
+
     /// CPU seconds of every process that ran; the highest peak RSS.
     pub fn usage(&self) -> Usage {
         let mut usage = self.gone;

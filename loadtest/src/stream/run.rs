@@ -220,6 +220,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => preloaded(&args, &sink, &manifest, w)?,
     };
     let usage = fleet.usage();
+    let state = StateWritten {
+        records: fleet.metric("vigil_state_changelog_records_total"),
+        bytes: fleet.metric("vigil_state_changelog_bytes_total"),
+        users: fleet.metric("vigil_tracked_users"),
+    };
     fleet.stop();
     if args.rate.is_none() {
         measured.baseline_after = Some(baseline::measure(&args.kafka.brokers, input)?);
@@ -235,6 +240,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         m: &measured,
         v: &v,
         fleet: &fleet,
+        state,
         cpu_seconds: usage.cpu_seconds,
         rss: usage.peak_rss_mib,
     };
@@ -253,12 +259,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the processes running at the end wrote to their changelogs (their
+/// metrics; a process gone before the end took its counts with it).
+struct StateWritten {
+    records: f64,
+    bytes: f64,
+    /// Users held at the end.
+    users: f64,
+}
+
 /// The figures of a run, as JSON, a summary and a chart.
 struct Report<'a> {
     args: &'a RunArgs,
     m: &'a Measured,
     v: &'a Verification,
     fleet: &'a Fleet,
+    state: StateWritten,
     cpu_seconds: f64,
     rss: f64,
 }
@@ -308,6 +324,13 @@ impl Report<'_> {
                 "cpu_seconds": self.cpu_seconds,
                 "records_per_cpu_second": self.records() as f64 / self.cpu_seconds.max(1e-3),
                 "peak_rss_mib": self.rss,
+                "state": {
+                    "changelog_records": self.state.records,
+                    "changelog_bytes": self.state.bytes,
+                    "users_held": self.state.users,
+                    "changelog_bytes_per_user_record": self.state.bytes / self.state.records.max(1.0),
+                    "changelog_bytes_per_input_record": self.state.bytes / self.records().max(1) as f64,
+                },
             },
             "ratio_to_baseline": self.sustained() / self.ceiling(),
             "latency_ms": self.v.latency_json(),
@@ -329,9 +352,22 @@ impl Report<'_> {
             of = "the faster baseline read";
         }
         let chaos = self.fleet.summary().map_or_else(String::new, |c| format!("\n{c}"));
+        let st = &self.state;
+        let state = if st.records > 0.0 {
+            format!(
+                "\nchangelog          {:.0} records, {:.0} bytes ({:.0} B a user record, {:.1} B an input record), {:.0} users held",
+                st.records,
+                st.bytes,
+                st.bytes / st.records,
+                st.bytes / self.records().max(1) as f64,
+                st.users
+            )
+        } else {
+            String::new()
+        };
         format!(
             "records {} over {} partitions ({})\n{}\n\
-             vigil              {:>10.0} records/s sustained ({:.0}% of {of}), {:.1} CPU s, {:.0} records per CPU s, peak RSS {:.0} MiB\n{}{chaos}",
+             vigil              {:>10.0} records/s sustained ({:.0}% of {of}), {:.1} CPU s, {:.0} records per CPU s, peak RSS {:.0} MiB{state}\n{}{chaos}",
             self.records(),
             self.args.partitions,
             self.mode(),

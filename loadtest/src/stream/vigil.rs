@@ -2,6 +2,7 @@
 //! pipeline file with its output in a log, stopped with SIGTERM (killed if
 //! the run ends otherwise, or by chaos).
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -31,6 +32,8 @@ const DEFAULT_LOG: &str = "warn,vigil::run=info,vigil::source::consumer=info,vig
 
 pub struct Vigil {
     child: Child,
+    /// Where its metrics are served.
+    metrics: String,
 }
 
 impl Vigil {
@@ -48,7 +51,20 @@ impl Vigil {
             .stdin(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        Ok(Vigil { child })
+        Ok(Vigil { child, metrics })
+    }
+
+    /// The sum of a metric's series on the process's `/metrics` (0 when it
+    /// cannot be read).
+    pub fn metric(&self, name: &str) -> f64 {
+        let Ok(mut stream) = std::net::TcpStream::connect(&self.metrics) else { return 0.0 };
+        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+        let request = format!("GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.metrics);
+        let mut text = String::new();
+        if stream.write_all(request.as_bytes()).is_err() || stream.read_to_string(&mut text).is_err() {
+            return 0.0;
+        }
+        sum_of(&text, name)
     }
 
     /// Fails when the process has exited.
@@ -89,5 +105,24 @@ impl Vigil {
 impl Drop for Vigil {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The sum of the series of `name` in a Prometheus text exposition.
+fn sum_of(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_metric_is_summed_over_its_series() {
+        let text = "# TYPE a counter\na_total{p=\"1\"} 2\na_total{p=\"2\"} 3.5\na_total_other 9\nb 1\n";
+        assert_eq!(super::sum_of(text, "a_total"), 5.5);
+        assert_eq!(super::sum_of(text, "b"), 1.0);
+        assert_eq!(super::sum_of(text, "c"), 0.0);
     }
 }
