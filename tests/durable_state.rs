@@ -180,6 +180,19 @@ impl Scenario {
         (a, b)
     }
 
+    /// Kills `a` mid-stream and starts another process in its place, which
+    /// restores the state and reads the rest (`writer` writes it): the
+    /// alerts over the whole stream are those due.
+    async fn crash_and_recover(&self, a: &mut Vigil, writer: tokio::task::JoinHandle<()>) -> Vigil {
+        a.kill();
+        let again = Vigil::start(&self.file, "again");
+        writer.await.expect("writer");
+        self.wait_committed(&[&again]);
+        assert!(restored_users(&again.log()) > 0, "the new process restored users:\n{}", again.log());
+        self.check_alerts(&self.due(), &[a, &again]);
+        again
+    }
+
     async fn delete_topics(&self) {
         let changelog = format!("{}.{}.changelog", self.name, self.topic);
         delete_topics(&[&self.topic, &self.alerts, &self.dead_letters, &changelog]).await;
@@ -199,12 +212,7 @@ async fn a_process_killed_mid_stream_and_started_again_changes_no_alert() {
     let mut a = Vigil::start(&s.file, "a");
     let writer = s.write_second_half();
     s.wait_rows(&[&a], 2_600.0);
-    a.kill();
-    let mut again = Vigil::start(&s.file, "again");
-    writer.await.expect("writer");
-    s.wait_committed(&[&again]);
-    assert!(restored_users(&again.log()) > 0, "the new process restored users:\n{}", again.log());
-    s.check_alerts(&s.due(), &[&a, &again]);
+    let mut again = s.crash_and_recover(&mut a, writer).await;
     assert!(again.terminate().success(), "{}", again.log());
     s.delete_topics().await;
 }
@@ -311,12 +319,7 @@ async fn a_broker_restart_and_then_a_kill_change_no_alert() {
     // Then a crash: what the new process restores was written around the
     // restart.
     s.wait_rows(&[&a], 3_200.0);
-    a.kill();
-    let again = Vigil::start(&s.file, "again");
-    writer.await.expect("writer");
-    s.wait_committed(&[&again]);
-    assert!(restored_users(&again.log()) > 0, "the new process restored users:\n{}", again.log());
-    s.check_alerts(&s.due(), &[&a, &again]);
+    s.crash_and_recover(&mut a, writer).await;
     stack_whole_again();
     s.delete_topics().await;
 }

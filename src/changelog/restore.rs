@@ -105,6 +105,10 @@ impl Restorer {
             .set("group.id", format!("vigil-{}-restorer", pipeline.name))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
+            // A fetch waiting at the end of a partition read to its end
+            // holds back the partitions assigned meanwhile: wait briefly
+            // (only while partitions are being read).
+            .set("fetch.wait.max.ms", "20")
             // Only what was committed, should the changelog be written in
             // transactions.
             .set("isolation.level", "read_committed");

@@ -22,7 +22,6 @@ use serde_json::{json, Value};
 
 use super::usage::Usage;
 use super::vigil::Vigil;
-use super::watch::Sample;
 
 /// The consumer session the processes run with under chaos: a killed or
 /// frozen process's partitions move after this long (the broker's least).
@@ -136,10 +135,10 @@ impl Plan {
         Plan { kinds, order, moments, rng, seed, due, events: Vec::new(), last: None }
     }
 
-    /// The next disruption is due at this sample.
-    fn due_at(&self, s: &Sample) -> bool {
+    /// The next disruption is due with `committed` records committed.
+    fn due_at(&self, committed: i64) -> bool {
         let Some(&moment) = self.moments.get(self.events.len()) else { return false };
-        let progress = s.committed.max(0) as f64 / self.due.max(1) as f64;
+        let progress = committed.max(0) as f64 / self.due.max(1) as f64;
         // Once everything is committed a disruption would prove nothing.
         progress >= moment && progress < 1.0 && self.last.is_none_or(|l| l.elapsed() >= LEAST_GAP)
     }
@@ -235,10 +234,10 @@ impl Fleet {
         Ok(())
     }
 
-    /// After each look at the group's progress: thaws a frozen process
-    /// whose time is up, and disrupts one when the next moment is due;
-    /// what it did, to say.
-    pub fn tend(&mut self, s: &Sample) -> anyhow::Result<Option<String>> {
+    /// After each look at the group's progress (`committed` records):
+    /// thaws a frozen process whose time is up, and disrupts one when the
+    /// next moment is due; what it did, to say.
+    pub fn tend(&mut self, committed: i64) -> anyhow::Result<Option<String>> {
         for p in &mut self.running {
             if p.frozen_until.is_some_and(|t| Instant::now() >= t) {
                 p.vigil.signal("CONT")?;
@@ -247,7 +246,7 @@ impl Fleet {
         }
         // A frozen process is left alone until it is thawed.
         let awake: Vec<usize> = (0..self.running.len()).filter(|&i| self.running[i].frozen_until.is_none()).collect();
-        let Some(plan) = self.plan.as_mut().filter(|plan| !awake.is_empty() && plan.due_at(s)) else {
+        let Some(plan) = self.plan.as_mut().filter(|plan| !awake.is_empty() && plan.due_at(committed)) else {
             return Ok(None);
         };
         let kind = plan.pick(self.running.len());
@@ -274,7 +273,7 @@ impl Fleet {
                 None
             }
         };
-        let event = Event { seconds: self.since.elapsed().as_secs_f64(), kind, hit, started, committed: s.committed };
+        let event = Event { seconds: self.since.elapsed().as_secs_f64(), kind, hit, started, committed };
         let said = format!("chaos: {}", describe(&event));
         if let Some(plan) = self.plan.as_mut() {
             plan.events.push(event);
@@ -388,18 +387,17 @@ mod tests {
     #[test]
     fn a_disruption_waits_for_its_moment_and_the_gap() {
         let mut plan = Plan::new(&args(&[Disruption::Join], 2), 1, 1_000);
-        let at = |committed| Sample { seconds: 0.0, committed, produced: 1_000 };
-        assert!(!plan.due_at(&at(0)));
+        assert!(!plan.due_at(0));
         let first = (plan.moments[0] * 1_000.0).ceil() as i64;
-        assert!(plan.due_at(&at(first)));
+        assert!(plan.due_at(first));
         plan.events.push(Event { seconds: 0.0, kind: Disruption::Join, hit: None, started: Some(3), committed: 0 });
         plan.last = Some(Instant::now());
-        assert!(!plan.due_at(&at(999)), "too soon after the last one");
+        assert!(!plan.due_at(999), "too soon after the last one");
         plan.last = Some(Instant::now() - LEAST_GAP);
-        assert!(plan.due_at(&at(999)));
-        assert!(!plan.due_at(&at(1_000)), "nothing left to disrupt");
+        assert!(plan.due_at(999));
+        assert!(!plan.due_at(1_000), "nothing left to disrupt");
         plan.events.push(plan.events[0].clone());
-        assert!(!plan.due_at(&at(999)), "none left");
+        assert!(!plan.due_at(999), "none left");
     }
 
     #[test]

@@ -97,7 +97,7 @@ impl Watch {
                 last_move = Instant::now();
             }
             samples.push(s);
-            if let Some(said) = fleet.tend(&s)? {
+            if let Some(said) = fleet.tend(s.committed)? {
                 progress.say(&said);
             }
             progress.update(s.committed.max(0) as u64, || {
