@@ -31,7 +31,7 @@ pub trait Reading: Send + 'static {
     fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String>;
 
     /// Before the first record: how many the partition holds at most.
-    fn expect(&mut self, _records: u64) {}
+    fn size_hint(&mut self, _records: u64) {}
 }
 
 /// What a restore read.
@@ -65,7 +65,7 @@ struct Request {
 /// A [`Reading`] and where its result goes, with its type erased.
 trait Job: Send {
     fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String>;
-    fn expect(&mut self, records: u64);
+    fn size_hint(&mut self, records: u64);
     fn finish(self: Box<Self>, result: Result<ReadStats, RestoreError>);
 }
 
@@ -79,8 +79,8 @@ impl<R: Reading> Job for Typed<R> {
         self.reading.apply(key, value)
     }
 
-    fn expect(&mut self, records: u64) {
-        self.reading.expect(records);
+    fn size_hint(&mut self, records: u64) {
+        self.reading.size_hint(records);
     }
 
     fn finish(self: Box<Self>, result: Result<ReadStats, RestoreError>) {
@@ -200,7 +200,7 @@ fn begin(consumer: &BaseConsumer<LoggedContext>, request: Request, active: &mut 
         .and_then(|()| consumer.incremental_assign(&tpl));
     match assigned {
         Ok(()) => {
-            job.expect(u64::try_from(end - start).unwrap_or(0));
+            job.size_hint(u64::try_from(end - start).unwrap_or(0));
             active.push(Active { topic, partition, end, stats: ReadStats::default(), job });
         }
         Err(e) => {

@@ -29,7 +29,7 @@ impl Loaded {
 const RESERVE_AT_MOST: u64 = 1 << 20;
 
 impl Reading for Loaded {
-    fn expect(&mut self, records: u64) {
+    fn size_hint(&mut self, records: u64) {
         self.users.reserve(records.min(RESERVE_AT_MOST) as usize);
     }
 
