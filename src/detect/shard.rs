@@ -608,7 +608,8 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn durable_partitions_are_installed_skip_what_they_hold_and_capture_what_changed() {
+    fn durable_partitions_are_installed_skip_what_they_hold_and_capture_what_changed(
+    ) -> Result<(), Box<dyn std::error::Error>> {
         let mut setup = setup();
         setup.durable = true;
         let setup = Arc::new(setup);
@@ -619,32 +620,33 @@ pub(super) mod tests {
             // Rows that alert on nothing (the producer never connects).
             let calm: Vec<Row> = rows(&setup).into_iter().take(5).collect();
             let detect = |rows: Vec<Row>| shard.send(Detect { topic: Arc::clone(&topic), partition: 0, rows });
-            let before = detect(calm.clone()).await.expect("delivered");
+            let before = detect(calm.clone()).await?;
             assert!(before.is_err_and(|e| e.is_passing()), "not installed yet: read again after a restore");
 
             // The changelog held the partition through offset 2.
             let partition_record = Some(PartitionRecord { through: 2, watermark: None });
             let install =
                 Install { topic: Arc::clone(&topic), partition: 0, users: UserMap::default(), partition_record };
-            assert_eq!(shard.send(install).await.expect("delivered"), 0);
-            assert_eq!(detect(calm).await.expect("delivered"), Ok(Vec::new()));
+            assert_eq!(shard.send(install).await?, 0);
+            assert_eq!(detect(calm).await?, Ok(Vec::new()));
             let capture = |through| shard.send(Capture { topic: Arc::clone(&topic), partition: 0, through });
-            let Ok(Checkpoint { through, records }) = capture(4).await.expect("delivered") else { panic!("captured") };
+            let Checkpoint { through, records } = capture(4).await??;
             assert_eq!((through, records.len()), (4, 2), "the user, then the partition's record");
             let (key, value) = &records[0];
             assert_eq!(record::decode_key(key), Ok(record::RecordKey::User(Key::Int(1))));
-            let value = value.as_deref().expect("a state, not a tombstone");
-            let user =
-                record::decode_user(&setup.detectors, value, &mut record::RestoreReport::default()).expect("decodes");
+            let value = value.as_deref().ok_or("a tombstone where a state was due")?;
+            let user = record::decode_user(&setup.detectors, value, &mut record::RestoreReport::default())?;
             assert_eq!((user.offset, user.spend()[0].len()), (4, 2), "offsets 0 to 2 were skipped as held");
             assert_eq!(records[1].0, record::PARTITION_KEY);
-            let partition = PartitionRecord::decode(records[1].1.as_deref().expect("a value")).expect("decodes");
+            let partition =
+                PartitionRecord::decode(records[1].1.as_deref().ok_or("the partition's record has no value")?)?;
             assert_eq!(partition.through, 4);
 
             // Nothing changed since: only the partition's record.
-            let Ok(again) = capture(4).await.expect("delivered") else { panic!("captured") };
+            let again = capture(4).await??;
             assert_eq!(again.records.len(), 1);
-        });
+            Ok(())
+        })
     }
 
     #[test]
