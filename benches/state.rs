@@ -11,44 +11,18 @@ mod support;
 
 use std::hint::black_box;
 
+use loadtest::state::FullUsers;
 use support::{bench, fraud_pipeline, Routine};
-use vigil::decode::DecodeOptions;
 use vigil::detect::record::{decode_user, encode_user, RestoreReport};
 use vigil::detect::{Detectors, UserState};
-use vigil::row::{Key, Op, Row, Value};
-use vigil::time::EventTime;
 
 const USERS: usize = 1_000;
 
-/// `USERS` users, each fed 60 rows 10 s apart (7 in the 60 s window).
+/// `USERS` users of full state (the load test's, 60 rows 10 s apart).
 fn full_users() -> (Detectors, Vec<UserState>) {
-    let pipeline = fraud_pipeline();
-    let options = DecodeOptions::for_pipeline(&pipeline);
-    let detectors = Detectors::compile(&pipeline, &options.projection).expect("the reference pipeline compiles");
-    let amount_at = options.projection.index("amount").expect("amount is read");
-    let users = (0..USERS)
-        .map(|u| {
-            let mut user = detectors.new_user();
-            for i in 0..60i64 {
-                let mut values = vec![Value::Null; options.projection.columns().len()];
-                let cents = 300 + (u as i64 * 7919 + i * 104_729) % 29_700;
-                values[amount_at] = Value::Decimal(rust_decimal::Decimal::new(cents, 2));
-                let row = Row {
-                    op: Op::Create,
-                    key: Key::Int(u as i64),
-                    event_time: EventTime(1_795_601_472_000_000 + i * 10_000_000),
-                    values: values.into(),
-                    table: std::sync::Arc::from("public.transactions"),
-                    lsn: None,
-                    offset: i,
-                };
-                detectors.observe(&mut user, &row, false, |_, _| {});
-                user.offset = i;
-            }
-            user
-        })
-        .collect();
-    (detectors, users)
+    let full = FullUsers::new(&fraud_pipeline()).expect("the reference pipeline reads amounts");
+    let users = (0..USERS as i64).map(|u| full.user(u, 1_795_601_472_000_000)).collect();
+    (full.detectors, users)
 }
 
 struct Encode {

@@ -17,11 +17,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use serde_json::json;
 
-use vigil::decode::DecodeOptions;
+use loadtest::state::{FullUsers, ROWS_PER_USER, ROW_SPACING_US};
 use vigil::detect::record::{encode_user, key_bytes};
-use vigil::detect::Detectors;
-use vigil::row::{Key, Op, Row, Value};
-use vigil::time::EventTime;
+use vigil::row::Key;
 
 use super::kafka;
 use super::progress::Progress;
@@ -29,10 +27,6 @@ use super::run::Names;
 use super::vigil::{self as process, Vigil};
 use super::{emit, now_us, KafkaArgs};
 
-/// Rows each user is fed: more than the spend history holds (50).
-const ROWS_PER_USER: i64 = 60;
-/// Event time between a user's rows: 7 of them in the 60 s velocity window.
-const ROW_SPACING_US: i64 = 10_000_000;
 /// How long vigil may take to restore everything.
 const RESTORE_LIMIT: Duration = Duration::from_secs(600);
 
@@ -141,10 +135,7 @@ fn write_changelog(
     partitions: i32,
 ) -> anyhow::Result<Written> {
     let pipeline = vigil::config::load(pipeline).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let options = DecodeOptions::for_pipeline(&pipeline);
-    let detectors =
-        Detectors::compile(&pipeline, &options.projection).map_err(|e| anyhow::anyhow!("compiling detectors: {e}"))?;
-    let amount_at = options.projection.index("amount").context("the pipeline reads no amount")?;
+    let full = FullUsers::new(&pipeline).context("the pipeline's detectors read no amount")?;
     let producer: ThreadedProducer<DefaultProducerContext> = kafka::config(brokers)
         .set("linger.ms", "50")
         .set("batch.size", "1000000")
@@ -156,25 +147,9 @@ fn write_changelog(
     let (mut bytes, mut value) = (0u64, Vec::new());
     let start_us = now_us() - ROWS_PER_USER * ROW_SPACING_US;
     for u in 0..users {
-        let mut user = detectors.new_user();
-        for i in 0..ROWS_PER_USER {
-            let mut values = vec![Value::Null; options.projection.columns().len()];
-            let cents = 300 + (u * 7919 + i * 104_729) % 29_700;
-            values[amount_at] = Value::Decimal(rust_decimal::Decimal::new(cents, 2));
-            let row = Row {
-                op: Op::Create,
-                key: Key::Int(u),
-                event_time: EventTime(start_us + i * ROW_SPACING_US),
-                values: values.into(),
-                table: std::sync::Arc::from("public.transactions"),
-                lsn: None,
-                offset: i,
-            };
-            detectors.observe(&mut user, &row, false, |_, _| {});
-        }
-        user.offset = ROWS_PER_USER - 1;
+        let user = full.user(u, start_us);
         value.clear();
-        encode_user(&detectors, &user, &mut value);
+        encode_user(&full.detectors, &user, &mut value);
         let key = key_bytes(&Key::Int(u));
         bytes += (key.len() + value.len()) as u64;
         let partition = (u % partitions as i64) as i32;
