@@ -85,7 +85,7 @@ pub struct CompileError {
 }
 
 /// A user's state: one per rule, by kind, in the order of the rules.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub struct UserState {
     /// The newest event time seen for the user.
     pub newest: EventTime,
@@ -96,6 +96,28 @@ pub struct UserState {
     pub offset: i64,
     spend: Box<[SpendHistory]>,
     velocity: Box<[VelocityWindow]>,
+    /// Durable state's bookkeeping, kept by the shard.
+    pub(crate) capture: CaptureMark,
+}
+
+/// Where a user stands with its partition's next checkpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CaptureMark {
+    /// Changed since the last capture, and listed to be captured.
+    pub listed: bool,
+    /// The user's bytes as the state-bytes gauge counts them: as of its
+    /// last capture or install.
+    pub counted_bytes: usize,
+}
+
+/// Equal states hold the same: the capture's bookkeeping aside.
+impl PartialEq for UserState {
+    fn eq(&self, other: &Self) -> bool {
+        self.newest == other.newest
+            && self.offset == other.offset
+            && self.spend == other.spend
+            && self.velocity == other.velocity
+    }
 }
 
 /// `clone_from` reuses the allocations it can: the shard saves a user's
@@ -108,12 +130,14 @@ impl Clone for UserState {
             offset: self.offset,
             spend: self.spend.clone(),
             velocity: self.velocity.clone(),
+            capture: self.capture,
         }
     }
 
     fn clone_from(&mut self, source: &Self) {
         self.newest = source.newest;
         self.offset = source.offset;
+        self.capture = source.capture;
         // States of one pipeline hold the same rules: copied in place.
         if self.spend.len() != source.spend.len() || self.velocity.len() != source.velocity.len() {
             *self = source.clone();
@@ -285,6 +309,7 @@ impl Detectors {
             offset: UserState::NO_OFFSET,
             spend: self.spend.iter().map(|_| SpendHistory::default()).collect(),
             velocity: self.velocity.iter().map(|_| VelocityWindow::default()).collect(),
+            capture: CaptureMark::default(),
         }
     }
 

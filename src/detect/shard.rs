@@ -15,8 +15,9 @@
 //! ([`Install`]) before its first batch, rows read again that the restored
 //! state holds already (at or below a user's offset, or the partition's
 //! restored checkpoint) are skipped, and [`Capture`] encodes the users
-//! changed since the last checkpoint, the tombstones of users forgotten,
-//! and last the partition's own record. A shard asked for a partition it
+//! changed since the last checkpoint (listed as they change, so that a
+//! capture costs what changed, not what is held), the tombstones of users
+//! forgotten, and last the partition's own record. A shard asked for a partition it
 //! does not hold (it was restarted) answers that it is unavailable, so the
 //! partition is restored again rather than judged on an empty state.
 
@@ -34,7 +35,7 @@ use futures::future::join_all;
 use tracing::{error, warn};
 
 use super::record::{self, PartitionRecord};
-use super::{CompileError, Detectors, UserMap, UserState};
+use super::{CaptureMark, CompileError, Detectors, UserMap, UserState};
 use crate::row::{Key, Op, Row, Value};
 use crate::sink::alert::{self, Alert, AlertContext, AlertSink, SourcePosition};
 use crate::stage::{panic_message, BatchError, Checkpoint, Output, Panicked};
@@ -87,12 +88,12 @@ struct PartitionUsers {
     /// The last offset the restored checkpoint holds: rows at or below it
     /// are in the state already (or their users were forgotten since).
     restored_through: i64,
-    /// The last offset the last capture holds: users with a newer offset
-    /// changed since.
-    captured_through: i64,
+    /// Users changed since the last capture, each listed once (marked
+    /// in its [`CaptureMark`]); a user forgotten since is listed still.
+    changed: Vec<Key>,
     /// Users forgotten since the last capture: tombstones to write.
     evicted: Vec<Key>,
-    /// The users' bytes as the last capture counted them.
+    /// The users' bytes as their marks count them.
     bytes: usize,
 }
 
@@ -110,7 +111,7 @@ impl PartitionUsers {
             newest,
             rows_since_expiry: 0,
             restored_through: through,
-            captured_through: through,
+            changed: Vec::new(),
             evicted: Vec::new(),
             bytes: 0,
         }
@@ -344,6 +345,10 @@ impl Handler<Detect> for DetectorShard {
             }
             match self.judge.guarded(&setup, user, row, source, &mut alerts) {
                 Ok(()) => {
+                    if setup.durable && !user.capture.listed {
+                        user.capture.listed = true;
+                        part.changed.push(row.key.clone());
+                    }
                     user.offset = row.offset;
                     part.newest = part.newest.max(Some(row.event_time));
                 }
@@ -354,25 +359,29 @@ impl Handler<Detect> for DetectorShard {
             setup.rows_skipped.increment(skipped);
         }
         part.rows_since_expiry += msg.rows.len();
+        let mut forgotten_bytes = 0;
         if part.rows_since_expiry >= EXPIRE_EVERY_ROWS {
             part.rows_since_expiry = 0;
             if let Some(now) = part.newest {
-                let PartitionUsers { users, misaligned, evicted, .. } = part;
+                let PartitionUsers { users, misaligned, evicted, bytes, .. } = part;
                 users.retain(|key, user| {
                     let idle = detectors.expired(user, now);
                     if idle {
                         setup.forget_key(key, msg.partition);
                         misaligned.remove(key);
+                        forgotten_bytes += user.capture.counted_bytes;
                         if setup.durable {
                             evicted.push(key.clone());
                         }
                     }
                     !idle
                 });
+                *bytes -= forgotten_bytes;
             }
         }
         let delta = part.users.len() as i64 - before as i64;
         self.track(delta);
+        self.track_bytes(-(forgotten_bytes as i64));
         if misaligned > 0 {
             self.report_misaligned(&msg.topic, msg.partition, misaligned, other_partition);
         }
@@ -493,22 +502,23 @@ impl Handler<Capture> for DetectorShard {
                 records.push((record::key_bytes(&key), None));
             }
         }
-        let mut bytes = 0;
-        for (key, user) in &part.users {
-            bytes += user.bytes_in_map(key);
-            if user.offset > part.captured_through {
-                let mut value = Vec::new();
-                record::encode_user(&setup.detectors, user, &mut value);
-                records.push((record::key_bytes(key), Some(value)));
-            }
+        let mut delta = 0i64;
+        for key in std::mem::take(&mut part.changed) {
+            // Gone (its tombstone is written), or listed twice: forgotten
+            // and back since, and captured already.
+            let Some(user) = part.users.get_mut(&key).filter(|user| user.capture.listed) else { continue };
+            let bytes = user.bytes_in_map(&key);
+            delta += bytes as i64 - user.capture.counted_bytes as i64;
+            user.capture = CaptureMark { listed: false, counted_bytes: bytes };
+            let mut value = Vec::new();
+            record::encode_user(&setup.detectors, user, &mut value);
+            records.push((record::key_bytes(&key), Some(value)));
         }
         // Last: once it is in the changelog, so is the rest of the capture.
         let mut value = Vec::new();
         PartitionRecord { through: msg.through, watermark: part.newest }.encode(&mut value);
         records.push((record::PARTITION_KEY.to_vec(), Some(value)));
-        part.captured_through = msg.through;
-        let delta = bytes as i64 - part.bytes as i64;
-        part.bytes = bytes;
+        part.bytes = (part.bytes as i64 + delta) as usize;
         self.track_bytes(delta);
         Ok(Checkpoint { through: msg.through, records })
     }
@@ -527,7 +537,10 @@ impl Handler<Install> for DetectorShard {
                 part.misaligned.insert(key.clone());
             }
         }
-        part.bytes = part.users.iter().map(|(key, user)| user.bytes_in_map(key)).sum();
+        for (key, user) in part.users.iter_mut() {
+            user.capture.counted_bytes = user.bytes_in_map(key);
+            part.bytes += user.capture.counted_bytes;
+        }
         let (users, bytes) = (part.users.len(), part.bytes);
         self.partitions.insert((msg.topic, msg.partition), part);
         self.track(users as i64);
@@ -642,9 +655,24 @@ pub(super) mod tests {
                 PartitionRecord::decode(records[1].1.as_deref().ok_or("the partition's record has no value")?)?;
             assert_eq!(partition.through, 4);
 
+            // The live user may have allocated more than its record holds.
+            let counted = setup.state_bytes.load(Ordering::Relaxed);
+            assert!(counted >= user.bytes_in_map(&Key::Int(1)) as i64, "the state-bytes gauge counts the user");
+
             // Nothing changed since: only the partition's record.
             let again = capture(4).await??;
             assert_eq!(again.records.len(), 1);
+
+            // Two rows of the user since: captured once, as of the newer.
+            let later = vec![row(&setup, 5, 5, "100"), row(&setup, 6, 6, "100")];
+            assert_eq!(detect(later).await?, Ok(Vec::new()));
+            let Checkpoint { records, .. } = capture(6).await??;
+            assert_eq!(records.len(), 2, "the user once, then the partition's record");
+            let value = records[0].1.as_deref().ok_or("a tombstone where a state was due")?;
+            let user = record::decode_user(&setup.detectors, value, &mut record::RestoreReport::default())?;
+            assert_eq!((user.offset, user.spend()[0].len()), (6, 4));
+            let grown = setup.state_bytes.load(Ordering::Relaxed);
+            assert!(grown >= user.bytes_in_map(&Key::Int(1)) as i64 && grown >= counted, "{grown} after {counted}");
             Ok(())
         })
     }

@@ -45,6 +45,15 @@ use crate::telemetry::{Health, Label};
 /// crash makes vigil read again, at most, besides what was not committed.
 pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
+/// When in each interval a partition checkpoints: partitions assigned
+/// together would otherwise capture together, and their shards would hold
+/// rows back for all of the captures at once. Spread by the golden ratio,
+/// so any number of partitions lands evenly.
+fn checkpoint_phase(partition: i32) -> Duration {
+    const GOLDEN: f64 = 0.618_033_988_749_895;
+    CHECKPOINT_INTERVAL.mul_f64((f64::from(partition) * GOLDEN).rem_euclid(1.0))
+}
+
 /// What partition actors ask of the poll thread, which owns the consumer.
 pub(crate) enum Control {
     /// Everything before `next` is durable: store it for the next commit.
@@ -302,7 +311,9 @@ impl Actor for PartitionActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         if self.stateful {
             self.restore(ctx);
-            ctx.run_interval(CHECKPOINT_INTERVAL, |actor, ctx| actor.checkpoint(ctx));
+            ctx.run_later(checkpoint_phase(self.setup.partition), |_, ctx| {
+                ctx.run_interval(CHECKPOINT_INTERVAL, |actor, ctx| actor.checkpoint(ctx));
+            });
         }
     }
 }
@@ -437,5 +448,22 @@ impl Handler<Drain> for PartitionActor {
         }
         self.drain_waiters.push(reply);
         self.answer_drains();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_of_any_number_of_partitions_are_spread_over_the_interval() {
+        for count in 1..=64 {
+            let mut phases: Vec<Duration> = (0..count).map(checkpoint_phase).collect();
+            phases.sort();
+            assert!(phases.iter().all(|phase| *phase < CHECKPOINT_INTERVAL));
+            // Three-gap theorem: no two of n points closer than 1/(n·φ²).
+            let closest = phases.windows(2).map(|w| w[1] - w[0]).min().unwrap_or(CHECKPOINT_INTERVAL);
+            assert!(closest >= CHECKPOINT_INTERVAL.mul_f64(0.38 / f64::from(count)), "{count} partitions: {closest:?}");
+        }
     }
 }
