@@ -109,6 +109,10 @@ impl Restorer {
             // holds back the partitions assigned meanwhile: wait briefly
             // (only while partitions are being read).
             .set("fetch.wait.max.ms", "20")
+            // A restore reads as fast as it can decode: a partition whose
+            // fetched records fill the local queue fetches again as soon
+            // as there is room, not after the default second.
+            .set("fetch.queue.backoff.ms", "10")
             // Only what was committed, should the changelog be written in
             // transactions.
             .set("isolation.level", "read_committed");
