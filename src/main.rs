@@ -47,6 +47,13 @@ enum Command {
         /// Worker threads for partition actors (default: one per core).
         #[arg(long, env = "VIGIL_WORKERS")]
         workers: Option<usize>,
+        /// This process's name among the processes of its consumer groups:
+        /// exactly-once pipelines name their transactions after it
+        /// (transactional.id vigil-PIPELINE-INSTANCE), so a restarted
+        /// process must keep it and two running processes may not share it.
+        /// Default: the host name and the metrics port.
+        #[arg(long, env = "VIGIL_INSTANCE")]
+        instance: Option<String>,
     },
 }
 
@@ -55,7 +62,7 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Validate { files } => validate(&files),
-        Command::Run { files, metrics_addr, workers } => run(&files, metrics_addr, workers),
+        Command::Run { files, metrics_addr, workers, instance } => run(&files, metrics_addr, workers, instance),
     }
 }
 
@@ -68,7 +75,7 @@ fn init_logging() {
         .init();
 }
 
-fn run(files: &[PathBuf], metrics_addr: SocketAddr, workers: Option<usize>) -> ExitCode {
+fn run(files: &[PathBuf], metrics_addr: SocketAddr, workers: Option<usize>, instance: Option<String>) -> ExitCode {
     let mut pipelines = Vec::new();
     let mut batch = Vec::new();
     let mut refused = false;
@@ -87,7 +94,8 @@ fn run(files: &[PathBuf], metrics_addr: SocketAddr, workers: Option<usize>) -> E
         return ExitCode::FAILURE;
     }
     let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    match vigil::run::run(pipelines, batch, vigil::run::RunOptions { metrics_addr, workers }) {
+    let instance = instance.unwrap_or_else(|| vigil::run::RunOptions::default_instance(metrics_addr));
+    match vigil::run::run(pipelines, batch, vigil::run::RunOptions { metrics_addr, workers, instance }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -25,17 +25,18 @@ use tracing::{error, info, warn};
 use crate::changelog::restore::Restorer;
 use crate::changelog::writer::ChangelogWriter;
 use crate::changelog::{self, ChangelogTopicError};
-use crate::config::{BatchPipeline, Pipeline};
+use crate::config::{display_duration, BatchPipeline, Guarantee, Pipeline};
 use crate::decode::DecodeOptions;
 use crate::detect::router::{DetectorRouter, Durable};
 use crate::detect::shard::ShardSetup;
 use crate::kafka::{
-    create_producer, durable_producer_config, ensure_topics, record_limit, Client, DurableProducer, TopicsError,
+    create_producer, durable_producer_config, ensure_topics, max_transaction_timeout, record_limit, Client,
+    DurableProducer, TopicsError,
 };
 use crate::schedule;
 use crate::sink::alert::AlertSink;
 use crate::sink::dead_letter::DeadLetters;
-use crate::source::{Source, SourceParts};
+use crate::source::{Source, SourceParts, Transactions};
 use crate::telemetry::{self, Health};
 
 /// Settings of the process (the pipelines have their own files).
@@ -44,6 +45,24 @@ pub struct RunOptions {
     pub metrics_addr: SocketAddr,
     /// Worker threads (arbiters) for partition actors.
     pub workers: usize,
+    /// This process's name among its group's processes: names its
+    /// exactly-once transactions.
+    pub instance: String,
+}
+
+impl RunOptions {
+    /// The instance name when none is given: the host's name and the
+    /// metrics port, which no two running processes of a host share and a
+    /// restarted process keeps.
+    pub fn default_instance(metrics_addr: SocketAddr) -> String {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        format!("{host}-{}", metrics_addr.port())
+    }
 }
 
 /// Runs the pipelines until a signal or a fatal pipeline error.
@@ -72,14 +91,29 @@ async fn run_inside(pipelines: Vec<Pipeline>, batch: Vec<BatchPipeline>, options
         if pipeline.state.enabled {
             check_changelogs(&pipeline).await?;
         }
-        let producer = pipeline_producer(&pipeline, "", None)?;
         let dead_letter_limit =
             record_limit(&pipeline.source.brokers, &pipeline.source.properties, &pipeline.sink.dead_letters)
                 .await
                 .with_context(|| format!("{}: reading the dead-letter topic's max.message.bytes", pipeline.name))?;
-        // A producer of their own: the broker judges a whole batch by the
-        // topic's max.message.bytes, so dead letters are batched within it.
-        let dead_letter_producer = pipeline_producer(&pipeline, "-dead-letters", Some(dead_letter_limit))?;
+        let (producer, dead_letter_producer, transactions) = match pipeline.guarantee {
+            Guarantee::AtLeastOnce => {
+                let producer = pipeline_producer(&pipeline, "", None, None)?;
+                // A producer of their own: the broker judges a whole batch
+                // by the topic's max.message.bytes, so dead letters are
+                // batched within it.
+                let dead_letters = pipeline_producer(&pipeline, "-dead-letters", Some(dead_letter_limit), None)?;
+                (producer, dead_letters, None)
+            }
+            Guarantee::ExactlyOnce => {
+                // One producer for everything a transaction holds, its
+                // batches within the dead-letter topic's limit.
+                let id = transactional_id(&pipeline, &options.instance);
+                check_transaction_timeout(&pipeline).await?;
+                let producer = pipeline_producer(&pipeline, "", Some(dead_letter_limit), Some(&id))?;
+                let transactions = start_transactions(&pipeline, producer.clone(), id).await?;
+                (producer.clone(), producer, Some(transactions))
+            }
+        };
         let dead_letters = DeadLetters::new(
             dead_letter_producer.clone(),
             pipeline.sink.dead_letters.clone(),
@@ -96,6 +130,7 @@ async fn run_inside(pipelines: Vec<Pipeline>, batch: Vec<BatchPipeline>, options
             arbiters: arbiters.iter().map(Arbiter::handle).collect(),
             health: health.clone(),
             fatal: fatal_tx.clone(),
+            transactions,
         })
         .with_context(|| format!("{}: starting the Kafka source", pipeline.name))?;
         info!(pipeline = %pipeline.name, group = %pipeline.source.group, topics = ?pipeline.source.topics, "pipeline started");
@@ -140,16 +175,71 @@ async fn run_inside(pipelines: Vec<Pipeline>, batch: Vec<BatchPipeline>, options
 }
 
 /// A durable producer of `pipeline`, client id `vigil-NAME{suffix}`,
-/// its batches kept within `batch_limit` bytes when given.
-fn pipeline_producer(pipeline: &Pipeline, suffix: &str, batch_limit: Option<usize>) -> anyhow::Result<DurableProducer> {
+/// its batches kept within `batch_limit` bytes when given; transactional
+/// with `transactional_id`.
+fn pipeline_producer(
+    pipeline: &Pipeline,
+    suffix: &str,
+    batch_limit: Option<usize>,
+    transactional_id: Option<&str>,
+) -> anyhow::Result<DurableProducer> {
     let mut config =
         durable_producer_config(&pipeline.source.brokers, &pipeline.source.properties, pipeline.sink.delivery_timeout);
     config.set("client.id", format!("vigil-{}{suffix}", pipeline.name));
     if let Some(limit) = batch_limit {
         config.set("batch.size", limit.to_string());
     }
+    if let Some(id) = transactional_id {
+        config
+            .set("transactional.id", id)
+            .set("transaction.timeout.ms", pipeline.sink.transaction_timeout.as_millis().to_string());
+    }
     create_producer(&config, &pipeline.name, Client::Producer)
         .with_context(|| format!("{}: creating the producer{suffix}", pipeline.name))
+}
+
+/// The transactional id of `pipeline` in the process named `instance`:
+/// stable across the process's restarts (a restart aborts what its
+/// predecessor left open) and unique among the group's processes.
+fn transactional_id(pipeline: &Pipeline, instance: &str) -> String {
+    format!("vigil-{}-{instance}", pipeline.name)
+}
+
+/// The pipeline's transaction timeout is one the broker allows.
+async fn check_transaction_timeout(pipeline: &Pipeline) -> anyhow::Result<()> {
+    let name = &pipeline.name;
+    let most = max_transaction_timeout(&pipeline.source.brokers, &pipeline.source.properties)
+        .await
+        .with_context(|| format!("{name}: reading the broker's transaction.max.timeout.ms"))?;
+    let timeout = pipeline.sink.transaction_timeout;
+    if timeout > most {
+        bail!(
+            "{name}: sink.transaction_timeout ({}) is above the broker's transaction.max.timeout.ms ({}): \
+             lower sink.transaction_timeout (and sink.delivery_timeout with it), or raise the broker's setting",
+            display_duration(timeout),
+            display_duration(most)
+        );
+    }
+    Ok(())
+}
+
+/// Fences the transactions a previous process of this id left open and
+/// begins the first; blocks, so off the runtime's thread.
+async fn start_transactions(
+    pipeline: &Pipeline,
+    producer: DurableProducer,
+    id: String,
+) -> anyhow::Result<Transactions> {
+    let name = pipeline.name.clone();
+    let interval = pipeline.sink.transaction_interval;
+    // A partition's work is acknowledged within the delivery timeout, or
+    // its batch fails the pipeline.
+    let seal_timeout = pipeline.sink.delivery_timeout + Duration::from_secs(10);
+    let started = tokio::task::spawn_blocking(move || Transactions::start(producer, &name, interval, seal_timeout))
+        .await
+        .context("starting the transactions")?;
+    info!(pipeline = %pipeline.name, transactional_id = %id, "exactly-once: transactions begun");
+    started.with_context(|| format!("{}: initialising transactions as {id}", pipeline.name))
 }
 
 /// One detector shard per worker, each owning the users of the partitions

@@ -54,10 +54,14 @@ pub enum BatchError {
     StateUnreadable { changelog: String, reason: String },
 }
 
-/// What to change when a delivery fails for good because of the topic's
-/// settings: only a misconfigured topic can refuse what vigil sends.
-fn fix(error: &KafkaError) -> &'static str {
+/// What to change when a delivery fails for good because of a setting:
+/// only a misconfigured topic can refuse what vigil sends, and only a
+/// second process of the same name can fence its transactions.
+pub(crate) fn fix(error: &KafkaError) -> &'static str {
     match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced) => {
+            " (another running process has the same transactional id: give each process its own --instance)"
+        }
         Some(RDKafkaErrorCode::MessageSizeTooLarge) => {
             " (the record is larger than the topic's max.message.bytes or the producer's message.max.bytes: \
              raise the topic's max.message.bytes)"

@@ -116,6 +116,7 @@ async fn run_with(pipeline: Pipeline, downstream: Arc<dyn Downstream>, mut done:
             arbiters: arbiters.iter().map(Arbiter::handle).collect(),
             health: Health::default(),
             fatal,
+            transactions: None,
         })
         .expect("source starts");
         let deadline = Instant::now() + Duration::from_secs(120);

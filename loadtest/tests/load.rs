@@ -112,3 +112,31 @@ fn a_group_disrupted_mid_run_by_a_kill_a_join_and_a_leave_misses_no_alert() {
     let lag = r["lag_over_time"].as_array().expect("lag over time");
     assert_eq!(lag.last().map(|l| &l[1]), Some(&0.into()), "nothing behind at the end: {lag:?}");
 }
+
+/// The same disruptions with `guarantee: exactly_once`: a `read_committed`
+/// reader sees each due alert once, not even a repeat with the same id.
+#[test]
+fn an_exactly_once_group_disrupted_mid_run_sends_each_alert_once() {
+    let report = std::env::temp_dir().join(format!("vigil-loadtest-ci-eos-{}.json", std::process::id()));
+    let args = [
+        "--records",
+        "300000",
+        "--rate",
+        "20000",
+        "--instances",
+        "2",
+        "--chaos",
+        "kill,join,leave",
+        "--disruptions",
+        "3",
+        "--exactly-once",
+    ];
+    let r = run(&args, None, &report);
+    assert_eq!(r["vigil"]["guarantee"], "exactly_once", "{}", r["vigil"]);
+    let events = r["vigil"]["processes"]["chaos"]["events"].as_array().expect("the disruptions");
+    assert_eq!(events.len(), 3, "{events:?}");
+    let alerts = &r["alerts"];
+    assert!(alerts["due"].as_u64().is_some_and(|d| d >= 500), "enough planted fraud: {alerts}");
+    let counts = (&alerts["missing"], &alerts["unexpected"], &alerts["duplicates"]);
+    assert_eq!(counts, (&0.into(), &0.into(), &0.into()), "{alerts}");
+}

@@ -49,6 +49,10 @@ pub enum RestoreError {
     Missing(KafkaError),
     #[error("the restorer has stopped")]
     Stopped,
+    /// The partition was asked for again before its read ended (its
+    /// partition actor restarted): the newer request reads it.
+    #[error("asked for again before the read ended")]
+    Superseded,
 }
 
 /// Reads changelog partitions on a thread of its own.
@@ -191,6 +195,9 @@ impl Active {
 /// once when it is empty or gone.
 fn begin(consumer: &BaseConsumer<LoggedContext>, request: Request, active: &mut Vec<Active>) {
     let Request { topic, partition, mut job } = request;
+    if let Some(at) = active.iter().position(|a| a.is(&topic, partition)) {
+        active.swap_remove(at).finish(consumer, Err(RestoreError::Superseded));
+    }
     let (start, end) = match watermarks(consumer, &topic, partition) {
         Ok(marks) => marks,
         Err(e) => return job.finish(Err(RestoreError::Missing(e))),

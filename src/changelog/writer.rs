@@ -72,6 +72,7 @@ impl ChangelogWriter {
             });
             for result in join_all(sends).await {
                 if let Err((error, _)) = result {
+                    let error = crate::kafka::undelivered(&writer.producer, error);
                     return Err(BatchError::NotDelivered { what: Output::StateRecord, topic, error });
                 }
             }

@@ -57,6 +57,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     Ok(Duration::from_millis(millis))
 }
 
+/// `d` as a pipeline file would write it: the largest unit that holds it
+/// whole (`2m`, `90s`, `1500ms`).
+pub fn display(d: Duration) -> String {
+    let millis = d.as_millis();
+    if millis == 0 {
+        return "0s".into();
+    }
+    let (unit, per) = UNITS.iter().rev().find(|(_, per)| millis.is_multiple_of(u128::from(*per))).unwrap_or(&UNITS[0]);
+    format!("{}{unit}", millis / u128::from(*per))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +80,15 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3_600)));
         assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse_duration(" 2s "), Ok(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn durations_are_displayed_as_a_file_would_write_them() {
+        for (millis, text) in [(120_000, "2m"), (90_000, "90s"), (1_500, "1500ms"), (86_400_000, "1d"), (0, "0s")] {
+            let d = Duration::from_millis(millis);
+            assert_eq!(display(d), text);
+            assert_eq!(parse_duration(text), Ok(d));
+        }
     }
 
     #[test]

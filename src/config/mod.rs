@@ -50,11 +50,11 @@ pub use batch::{
     TimeType,
 };
 pub use decimal::{decimal_from_f64, parse_decimal};
-pub use duration::{parse_duration, DurationError};
+pub use duration::{display as display_duration, parse_duration, DurationError};
 pub use error::{ConfigError, Problem};
 pub use stream::{
-    DecimalHandling, DetectorConfig, DetectorKind, EventTime, FormatConfig, HighAmountRule, Pipeline, RowsConfig,
-    SchemaMode, SinkConfig, SourceConfig, SpendAnomalyConfig, StartFrom, StateConfig, VelocityRule,
+    DecimalHandling, DetectorConfig, DetectorKind, EventTime, FormatConfig, Guarantee, HighAmountRule, Pipeline,
+    RowsConfig, SchemaMode, SinkConfig, SourceConfig, SpendAnomalyConfig, StartFrom, StateConfig, VelocityRule,
     VelocityScoreConfig,
 };
 

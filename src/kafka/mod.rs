@@ -17,7 +17,7 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::ClientConfig;
 
 use crate::config::{secret, Pipeline};
@@ -142,6 +142,17 @@ pub fn create<C: ClientContext, T: FromClientConfigAndContext<C>>(
 /// The producer of alerts, dead letters and batch results.
 pub type DurableProducer = FutureProducer<LoggedContext>;
 
+/// Why a record of `producer` was not delivered: `error`, or, when the
+/// producer failed for good (fenced by another process of the same
+/// transactional id), that failure, which the records' own errors
+/// ("purged in queue") do not tell.
+pub fn undelivered(producer: &DurableProducer, error: KafkaError) -> KafkaError {
+    match producer.client().fatal_error() {
+        Some((code, _)) => KafkaError::MessageProduction(code),
+        None => error,
+    }
+}
+
 /// A [`DurableProducer`] from `config`, its errors counted and logged as
 /// those of `pipeline`'s `client`.
 pub fn create_producer(config: &ClientConfig, pipeline: &str, client: Client) -> Result<DurableProducer, CreateError> {
@@ -214,6 +225,34 @@ pub async fn record_limit(
         .and_then(|resource| resource.get("max.message.bytes").and_then(|e| e.value.as_deref()?.parse().ok()))
         .ok_or_else(|| TopicsError::Missing(vec![topic.to_owned()]))?;
     Ok(producer_limit.min(topic_limit))
+}
+
+/// The broker's `transaction.max.timeout.ms`: the longest transaction it
+/// lets a producer open (asked of the first broker the metadata names).
+pub async fn max_transaction_timeout(
+    brokers: &str,
+    properties: &BTreeMap<String, String>,
+) -> Result<Duration, TopicsError> {
+    let consumer: BaseConsumer =
+        create(&base_config(brokers, properties), DefaultConsumerContext).map_err(TopicsError::Client)?;
+    let broker = tokio::task::spawn_blocking(move || {
+        let metadata = consumer.fetch_metadata(None, Duration::from_secs(15)).map_err(TopicsError::Unreachable)?;
+        Ok::<_, TopicsError>(metadata.brokers().first().map(|b| b.id()))
+    })
+    .await??;
+    let admin: AdminClient<DefaultClientContext> =
+        create(&base_config(brokers, properties), DefaultClientContext).map_err(TopicsError::Client)?;
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(15)));
+    let answers = admin
+        .describe_configs(&[ResourceSpecifier::Broker(broker.unwrap_or(-1))], &options)
+        .await
+        .map_err(TopicsError::Unreachable)?;
+    let millis: Option<u64> =
+        answers.into_iter().next().and_then(Result::ok).and_then(|resource| {
+            resource.get("transaction.max.timeout.ms").and_then(|e| e.value.as_deref()?.parse().ok())
+        });
+    // Kafka's default, should a broker not say.
+    Ok(Duration::from_millis(millis.unwrap_or(900_000)))
 }
 
 #[cfg(test)]

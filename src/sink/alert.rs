@@ -190,7 +190,8 @@ impl AlertSink {
     pub async fn send(&self, alert: Alert) -> Result<(), KafkaError> {
         let payload = alert.json.to_string();
         let record = FutureRecord::to(&self.topic).key(&alert.key).payload(&payload);
-        self.producer.send(record, Duration::from_secs(60)).await.map(|_| ()).map_err(|(e, _)| e)
+        let sent = self.producer.send(record, Duration::from_secs(60)).await;
+        sent.map(|_| ()).map_err(|(e, _)| crate::kafka::undelivered(&self.producer, e))
     }
 }
 

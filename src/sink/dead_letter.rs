@@ -106,7 +106,8 @@ impl DeadLetters {
             record = record.payload(v);
         }
         // Waits for queue space rather than failing when the queue is full.
-        self.producer.send(record, Duration::from_secs(60)).await.map(|_| ()).map_err(|(e, _)| e)
+        let sent = self.producer.send(record, Duration::from_secs(60)).await;
+        sent.map(|_| ()).map_err(|(e, _)| crate::kafka::undelivered(&self.producer, e))
     }
 }
 

@@ -17,12 +17,13 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::batch::{BufferPool, RecordBatch};
 use super::partition::{Control, Drain, PartitionActor, PartitionSetup};
 use super::records::RecordsQueue;
 use super::series::{PartitionSeries, Rebalance, SourceSeries};
+use super::transaction::Transactions;
 use super::SourceParts;
 use crate::kafka::log::ErrorLog;
 use crate::stage::placement;
@@ -67,6 +68,8 @@ pub(crate) struct SourceContext {
     pub series: Arc<SourceSeries>,
     pub control: mpsc::Sender<Control>,
     pub arenas: Arc<BufferPool>,
+    /// Exactly-once: the transactions offsets are committed in.
+    pub transactions: Option<Mutex<Transactions>>,
 }
 
 impl ClientContext for SourceContext {
@@ -173,6 +176,7 @@ impl SourceContext {
             fatal: self.parts.fatal.clone(),
             health: self.parts.health.clone(),
             max_attempts: self.parts.pipeline.rows.max_attempts,
+            exactly_once: self.transactions.is_some(),
         };
         let actor = Supervisor::start_in_arbiter(arbiter, move |_| PartitionActor::new(setup));
         if let Ok(mut state) = self.state.lock() {
@@ -226,7 +230,22 @@ impl SourceContext {
             }
             self.parts.downstream.revoked(&topic, partition);
         }
-        if commit.count() > 0 && !lost {
+        if let Some(transactions) = &self.transactions {
+            let Ok(mut transactions) = transactions.lock() else { return };
+            let done = if lost {
+                transactions.lost(self, leaving).map(|()| false)
+            } else {
+                transactions.commit(consumer, commit)
+            };
+            transactions.forget(leaving);
+            match done {
+                Ok(true) => info!(pipeline = %self.name, "drained; the transaction committed"),
+                Ok(false) => {
+                    warn!(pipeline = %self.name, "the transaction aborted: the next owners read again from the last commit")
+                }
+                Err(e) => self.failed(&e.to_string()),
+            }
+        } else if commit.count() > 0 && !lost {
             match consumer.commit(&commit, CommitMode::Sync) {
                 Ok(()) => {
                     info!(pipeline = %self.name, offsets = ?commit_list(&commit), "drained and committed")
@@ -239,6 +258,13 @@ impl SourceContext {
         // Dropping the slots drops the last addresses: the actors end, and
         // their supervisors do not restart what nobody addresses.
         drop(slots);
+    }
+
+    /// The pipeline cannot go on: said, and the process stops.
+    pub(super) fn failed(&self, reason: &str) {
+        error!(pipeline = %self.name, reason, "pipeline failed");
+        self.parts.health.failed(&self.name, reason.to_owned());
+        let _ = self.parts.fatal.send(format!("{}: {reason}", self.name));
     }
 
     fn report_assigned(&self) {

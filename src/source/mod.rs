@@ -4,7 +4,8 @@
 //!
 //! Layout: `consumer.rs` (the consumer's context: rebalances, errors,
 //! statistics), `poll.rs` (the poll thread: batching, dispatch,
-//! pause/resume, commits), `partition.rs` (the actor that decodes a
+//! pause/resume, commits), `transaction.rs` (exactly-once: the
+//! transactions offsets are committed in), `partition.rs` (the actor that decodes a
 //! partition's batches, dead-letters what it cannot read and hands rows
 //! downstream), `batch.rs` and `records.rs` (records as the poll thread
 //! reads and copies them), `offsets.rs` (the offset after the last durable
@@ -22,6 +23,7 @@ mod partition;
 mod poll;
 pub mod records;
 mod series;
+mod transaction;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -41,6 +43,7 @@ use crate::telemetry::Health;
 use batch::BufferPool;
 use consumer::{SourceContext, State};
 use records::RecordsQueue;
+pub use transaction::{TransactionError, Transactions};
 
 /// A running source. Dropping it does not stop it: call [`Source::stop`].
 pub struct Source {
@@ -72,12 +75,15 @@ pub struct SourceParts {
     /// Told when the pipeline fails for good (a delivery that finally
     /// failed); the process stops.
     pub fatal: tokio::sync::mpsc::UnboundedSender<String>,
+    /// Exactly-once: the transactions that commit the offsets.
+    pub transactions: Option<Transactions>,
 }
 
 impl Source {
     /// Subscribes and starts the poll thread.
-    pub fn start(parts: SourceParts) -> Result<Source, StartError> {
+    pub fn start(mut parts: SourceParts) -> Result<Source, StartError> {
         let pipeline = Arc::clone(&parts.pipeline);
+        let transactions = parts.transactions.take().map(Mutex::new);
         let shutdown = Arc::new(AtomicBool::new(false));
         let (control_tx, control_rx) = mpsc::channel();
         let context = SourceContext {
@@ -88,6 +94,7 @@ impl Source {
             series: Arc::new(series::SourceSeries::register(&pipeline.name)),
             control: control_tx,
             arenas: Arc::new(BufferPool::default()),
+            transactions,
         };
         let consumer: BaseConsumer<SourceContext> = create(&consumer_config(&pipeline), context)?;
         let records = RecordsQueue::new(&consumer).map(Arc::new).ok_or(StartError::NoQueue)?;

@@ -116,6 +116,13 @@ impl CompletionTracker {
     pub fn abandon_in_flight(&mut self) {
         self.pending.clear();
     }
+
+    /// Forgets work in flight and goes back to `to`: what came after it
+    /// is read and done again (an aborted transaction undid it).
+    pub fn rewind(&mut self, to: Option<i64>) {
+        self.pending.clear();
+        self.committable = to;
+    }
 }
 
 #[cfg(test)]
@@ -168,5 +175,22 @@ mod tests {
         let second = t.start_checkpoint(29);
         assert_eq!(t.ready_checkpoint(), Some(second));
         assert_eq!(t.complete(second), Some(30));
+    }
+
+    #[test]
+    fn a_rewind_undoes_what_was_done_after_its_offset() {
+        let mut t = CompletionTracker::committing_at(Work::Checkpoint);
+        let batch = t.start(9);
+        let checkpoint = t.start_checkpoint(9);
+        t.complete(batch);
+        assert_eq!(t.complete(checkpoint), Some(10));
+        let later = t.start(19);
+        t.rewind(Some(5));
+        assert_eq!((t.committable(), t.in_flight()), (Some(5), 0));
+        assert_eq!(t.complete(later), None, "work from before the rewind moves nothing");
+        let again = t.start(9);
+        let checkpoint = t.start_checkpoint(9);
+        t.complete(again);
+        assert_eq!(t.complete(checkpoint), Some(10));
     }
 }

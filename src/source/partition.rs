@@ -20,6 +20,12 @@
 //! held), and then asks for a checkpoint every [`CHECKPOINT_INTERVAL`] and
 //! when it drains; the offset it stores for the next commit is that of the
 //! last durable checkpoint.
+//!
+//! With exactly-once the poll thread's transactions drive it instead: a
+//! [`Seal`] holds new batches, checkpoints what was handed over and answers
+//! once all of it is acknowledged; [`Unseal`] (the transaction committed)
+//! hands the held batches over; [`Abort`] (the transaction aborted) sends
+//! the actor back to its last committed offset, its state restored again.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -81,6 +87,8 @@ pub(crate) struct PartitionSetup {
     pub health: Health,
     /// `rows.max_attempts`: tries of a record that panics the decoder.
     pub max_attempts: u32,
+    /// `guarantee: exactly_once`: offsets are committed by transactions.
+    pub exactly_once: bool,
 }
 
 pub(crate) struct PartitionActor {
@@ -88,7 +96,7 @@ pub(crate) struct PartitionActor {
     decoder: Decoder,
     tracker: CompletionTracker,
     epoch: u64,
-    /// The first offset this actor was handed: where a rewind goes when
+    /// The first offset this actor was given: where a rewind goes when
     /// nothing is durable yet.
     first_offset: Option<i64>,
     /// A rewind is due on restart (the actor stopped on a failure).
@@ -98,9 +106,13 @@ pub(crate) struct PartitionActor {
     drain_waiters: Vec<mpsc::Sender<Option<i64>>>,
     /// Downstream keeps state: checkpoints, and a restore at start.
     stateful: bool,
-    /// The state is being restored: batches wait in `held`.
+    /// The state is being restored, or (exactly-once) a transaction is
+    /// being committed: batches wait in `held`.
     restoring: bool,
+    sealed: bool,
     held: Vec<RecordBatch>,
+    /// Exactly-once: the offset the last committed transaction holds.
+    committed: Option<i64>,
     /// The last offset of the batches handed downstream, and of those the
     /// last checkpoint holds.
     handed_through: Option<i64>,
@@ -126,7 +138,9 @@ impl PartitionActor {
             drain_waiters: Vec::new(),
             stateful,
             restoring: false,
+            sealed: false,
             held: Vec::new(),
+            committed: None,
             handed_through: None,
             checkpointed_through: None,
             captured: HashMap::new(),
@@ -173,7 +187,7 @@ impl PartitionActor {
         if work == Work::Batch {
             self.setup.in_flight.fetch_sub(1, Ordering::SeqCst);
         }
-        if let Some(next) = self.tracker.complete(seq) {
+        if let Some(next) = self.tracker.complete(seq).filter(|_| !self.setup.exactly_once) {
             let _ = self.setup.control.send(Control::Store {
                 topic: Arc::clone(&self.setup.topic),
                 partition: self.setup.partition,
@@ -238,9 +252,7 @@ impl PartitionActor {
             match result {
                 Ok(()) => {
                     actor.restoring = false;
-                    for batch in std::mem::take(&mut actor.held) {
-                        actor.hand_over(batch, ctx);
-                    }
+                    actor.release_held(ctx);
                 }
                 Err(reason) => actor.fail(reason, epoch, ctx),
             }
@@ -270,6 +282,23 @@ impl PartitionActor {
         let _ = self.setup.fatal.send(format!("{}: {reason}", self.setup.pipeline));
         self.fatal = true;
         self.answer_drains();
+    }
+
+    /// Hands over the batches held, unless still restoring or sealed.
+    fn release_held(&mut self, ctx: &mut Context<Self>) {
+        if self.restoring || self.sealed {
+            return;
+        }
+        for batch in std::mem::take(&mut self.held) {
+            self.hand_over(batch, ctx);
+        }
+    }
+
+    /// Where a restarted actor reads again from: the last durable offset
+    /// (exactly-once: the last committed), else where it started.
+    fn rewind_offset(&self) -> Option<i64> {
+        let durable = if self.setup.exactly_once { self.committed } else { self.tracker.committable() };
+        durable.or(self.first_offset)
     }
 
     fn answer_drains(&mut self) {
@@ -311,9 +340,12 @@ impl Actor for PartitionActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         if self.stateful {
             self.restore(ctx);
-            ctx.run_later(checkpoint_phase(self.setup.partition), |_, ctx| {
-                ctx.run_interval(CHECKPOINT_INTERVAL, |actor, ctx| actor.checkpoint(ctx));
-            });
+            // Exactly-once checkpoints with every transaction instead.
+            if !self.setup.exactly_once {
+                ctx.run_later(checkpoint_phase(self.setup.partition), |_, ctx| {
+                    ctx.run_interval(CHECKPOINT_INTERVAL, |actor, ctx| actor.checkpoint(ctx));
+                });
+            }
         }
     }
 }
@@ -333,11 +365,14 @@ impl Supervised for PartitionActor {
         // still queued for the old epoch are dropped as they arrive.
         let abandoned = self.tracker.batches_in_flight() + self.held.len();
         self.setup.in_flight.fetch_sub(abandoned, Ordering::SeqCst);
-        self.tracker.abandon_in_flight();
+        // Exactly-once: what an aborted transaction held is undone.
+        let rewind = self.rewind_offset();
+        self.tracker.rewind(rewind);
         self.held.clear();
+        self.sealed = false;
         self.captured.clear();
         (self.handed_through, self.checkpointed_through) = (None, None);
-        if let Some(offset) = self.tracker.committable().or(self.first_offset) {
+        if let Some(offset) = rewind {
             let _ = self.setup.control.send(Control::Rewind {
                 topic: Arc::clone(&self.setup.topic),
                 partition: self.setup.partition,
@@ -373,11 +408,75 @@ impl Handler<Batch> for PartitionActor {
             self.setup.in_flight.fetch_sub(1, Ordering::SeqCst);
             return;
         }
-        if self.restoring {
+        // Where a rewind goes while nothing is durable: the first record
+        // the actor was given, held or handed over.
+        if let Some(first) = batch.first_offset() {
+            self.first_offset.get_or_insert(first);
+        }
+        if self.restoring || self.sealed {
             self.held.push(batch);
             return;
         }
         self.hand_over(batch, ctx);
+    }
+}
+
+/// Exactly-once, before a commit: hold new batches, checkpoint what was
+/// handed over, and answer with the next offset to read once all of it is
+/// acknowledged.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Seal {
+    pub reply: mpsc::Sender<Option<i64>>,
+}
+
+/// Exactly-once: the transaction committed (`committed`: this partition's
+/// offset in it, if it had one); hand over the held batches.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Unseal {
+    pub committed: Option<i64>,
+}
+
+/// Exactly-once: the transaction aborted; read again from the last
+/// committed offset (`committed`, or where the actor started), the state
+/// restored as that commit left it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Abort {
+    pub committed: Option<i64>,
+}
+
+impl Handler<Seal> for PartitionActor {
+    type Result = ();
+
+    fn handle(&mut self, Seal { reply }: Seal, ctx: &mut Context<Self>) {
+        self.sealed = true;
+        self.checkpoint(ctx);
+        self.drain_waiters.push(reply);
+        self.answer_drains();
+    }
+}
+
+impl Handler<Unseal> for PartitionActor {
+    type Result = ();
+
+    fn handle(&mut self, Unseal { committed }: Unseal, ctx: &mut Context<Self>) {
+        self.committed = committed.or(self.committed);
+        self.sealed = false;
+        self.release_held(ctx);
+    }
+}
+
+impl Handler<Abort> for PartitionActor {
+    type Result = ();
+
+    fn handle(&mut self, Abort { committed }: Abort, ctx: &mut Context<Self>) {
+        self.committed = committed;
+        warn!(pipeline = %self.setup.pipeline, topic = %self.setup.topic, partition = self.setup.partition,
+            offset = ?self.rewind_offset(), "transaction aborted: reading again from the last commit");
+        self.failed = true;
+        ctx.stop();
     }
 }
 
@@ -439,6 +538,10 @@ impl Handler<Drain> for PartitionActor {
         // so its next owner starts from it.
         if checkpoint {
             self.checkpoint(ctx);
+        } else if self.setup.exactly_once {
+            // Lost: what is in flight finishes into the transaction about
+            // to be aborted, so none of it can reach the next one.
+            self.stateful = false;
         } else {
             // Nothing more is written for it: what is in flight is
             // abandoned, and its next owner reads it again.

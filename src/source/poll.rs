@@ -51,7 +51,13 @@ pub(super) fn poll_loop(
         while let Ok(request) = control.try_recv() {
             apply_control(&consumer, request);
         }
-        if last_commit.elapsed() >= COMMIT_INTERVAL {
+        if let Some(transactions) = &ctx.transactions {
+            let ticked = transactions.lock().map(|mut t| t.tick(&consumer));
+            if let Ok(Err(e)) = ticked {
+                ctx.failed(&e.to_string());
+                break;
+            }
+        } else if last_commit.elapsed() >= COMMIT_INTERVAL {
             commit_progress(&consumer);
             last_commit = Instant::now();
         }

@@ -53,6 +53,13 @@ pub mod names {
     /// Counter: rows read again that the restored state already held,
     /// skipped.
     pub const STATE_ROWS_SKIPPED: &str = "vigil_state_rows_skipped_total";
+    // --- Exactly-once (src/source/transaction.rs), labelled `pipeline`.
+    /// Counter: transactions committed.
+    pub const TRANSACTIONS_COMMITTED: &str = "vigil_transactions_committed_total";
+    /// Counter: transactions aborted (each rewinds the process's partitions).
+    pub const TRANSACTIONS_ABORTED: &str = "vigil_transactions_aborted_total";
+    /// Histogram: from sealing the partitions to the transaction committed.
+    pub const TRANSACTION_COMMIT_SECONDS: &str = "vigil_transaction_commit_seconds";
     /// Counter: errors librdkafka reported, also labelled `client`
     /// (consumer, producer, results); see `crate::kafka::log`.
     pub const KAFKA_CLIENT_ERRORS: &str = "vigil_kafka_client_errors_total";
@@ -129,6 +136,17 @@ fn describe() {
         STATE_ROWS_SKIPPED,
         Unit::Count,
         "Rows read again after a restore that the restored state already held"
+    );
+    describe_counter!(TRANSACTIONS_COMMITTED, Unit::Count, "Transactions committed (exactly-once)");
+    describe_counter!(
+        TRANSACTIONS_ABORTED,
+        Unit::Count,
+        "Transactions aborted (exactly-once); each sends the process's partitions back to their last commit"
+    );
+    describe_histogram!(
+        TRANSACTION_COMMIT_SECONDS,
+        Unit::Seconds,
+        "Time from sealing the partitions to the transaction committed (exactly-once)"
     );
     describe_gauge!(
         BATCH_LAST_COMPLETED_WINDOW,

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod pg;
+pub mod scenario;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -48,11 +49,17 @@ pub async fn postgres() -> tokio_postgres::Client {
     client
 }
 
+/// A reader of what transactions committed (librdkafka's default).
 fn consumer() -> BaseConsumer {
+    consumer_isolated("read_committed")
+}
+
+fn consumer_isolated(isolation: &str) -> BaseConsumer {
     ClientConfig::new()
         .set("bootstrap.servers", kafka_brokers())
         .set("group.id", "vigil-tests-unused")
         .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
         .create()
         .expect("consumer config is valid")
 }
@@ -143,9 +150,20 @@ pub fn read_until(
     topic: &str,
     start: &HashMap<i32, i64>,
     wait: Duration,
+    done: impl FnMut(&[Record]) -> bool,
+) -> Result<Vec<Record>> {
+    read_until_isolated(topic, start, wait, "read_committed", done)
+}
+
+/// [`read_until`] at `isolation.level` `isolation`.
+pub fn read_until_isolated(
+    topic: &str,
+    start: &HashMap<i32, i64>,
+    wait: Duration,
+    isolation: &str,
     mut done: impl FnMut(&[Record]) -> bool,
 ) -> Result<Vec<Record>> {
-    let consumer = consumer();
+    let consumer = consumer_isolated(isolation);
     let mut assignment = TopicPartitionList::new();
     for p in partitions(topic, wait)? {
         let offset = start.get(&p).map_or(Offset::Beginning, |&o| Offset::Offset(o));
@@ -360,14 +378,27 @@ impl Vigil {
         Vigil::start_files(&[pipeline_file], pipeline_file.with_extension(format!("{name}.log")))
     }
 
+    /// A process with the instance name `instance` (`--instance`), logging
+    /// to a file of `name`: one restarted in place of a killed one keeps
+    /// the killed one's instance.
+    pub fn start_instance(pipeline_file: &std::path::Path, name: &str, instance: &str) -> Vigil {
+        let log = pipeline_file.with_extension(format!("{name}.log"));
+        Vigil::start_with(&[pipeline_file], log, &["--instance", instance])
+    }
+
     /// One process running several pipeline files side by side.
     pub fn start_files(files: &[&std::path::Path], log: std::path::PathBuf) -> Vigil {
+        Vigil::start_with(files, log, &[])
+    }
+
+    fn start_with(files: &[&std::path::Path], log: std::path::PathBuf, args: &[&str]) -> Vigil {
         let metrics_addr = format!("127.0.0.1:{}", free_port());
         let out = std::fs::File::create(&log).expect("log file");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
             .arg("run")
             .args(files)
             .args(["--metrics-addr", &metrics_addr])
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(out.try_clone().expect("log file"))
             .stderr(out)

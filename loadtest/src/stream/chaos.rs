@@ -159,6 +159,9 @@ impl Plan {
 
 struct Process {
     number: usize,
+    /// Its `--instance`: a process started in place of a killed one takes
+    /// the killed one's, as a supervisor restarting it would.
+    instance: String,
     vigil: Vigil,
     /// Stopped with SIGSTOP until then.
     frozen_until: Option<Instant>,
@@ -200,16 +203,18 @@ impl Fleet {
             plan,
         };
         for _ in 0..args.instances {
-            fleet.start_one()?;
+            fleet.start_one(None)?;
         }
         Ok(fleet)
     }
 
-    fn start_one(&mut self) -> anyhow::Result<usize> {
+    /// Starts a process as `instance`, or as a new one.
+    fn start_one(&mut self, instance: Option<String>) -> anyhow::Result<usize> {
         self.started += 1;
         let number = self.started;
-        let vigil = Vigil::start(&self.binary, &self.pipeline, &self.log(number))?;
-        self.running.push(Process { number, vigil, frozen_until: None });
+        let instance = instance.unwrap_or_else(|| format!("loadtest-{number}"));
+        let vigil = Vigil::start(&self.binary, &self.pipeline, &self.log(number), &instance)?;
+        self.running.push(Process { number, instance, vigil, frozen_until: None });
         Ok(number)
     }
 
@@ -257,9 +262,9 @@ impl Fleet {
                 let mut gone = self.running.remove(target);
                 self.gone.add(&gone.vigil.usage());
                 gone.vigil.kill();
-                Some(self.start_one()?)
+                Some(self.start_one(Some(gone.instance))?)
             }
-            Disruption::Join => Some(self.start_one()?),
+            Disruption::Join => Some(self.start_one(None)?),
             Disruption::Leave => {
                 let mut gone = self.running.remove(target);
                 self.gone.add(&gone.vigil.usage());

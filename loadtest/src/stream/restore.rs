@@ -59,12 +59,12 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<()> {
     kafka::create_topics(&brokers, &[(&names.input, args.partitions), (&names.alerts, 1), (&names.dead_letters, 1)])
         .await?;
     create_changelog(&brokers, &changelog, args.partitions).await?;
-    let pipeline = names.pipeline(&brokers, false, false)?;
+    let pipeline = names.pipeline(&brokers, false, false, false)?;
     let written = write_changelog(&brokers, &changelog, &pipeline, args.users, args.partitions)?;
     eprintln!("loadtest: {} users in {changelog}: {} bytes in {:.1} s", args.users, written.bytes, written.seconds);
 
     let log = names.dir.join("vigil.log");
-    let mut vigil = Vigil::start(&binary, &pipeline, &log)?;
+    let mut vigil = Vigil::start(&binary, &pipeline, &log, "loadtest-restore")?;
     let started = Instant::now();
     let restored = loop {
         vigil.check_running()?;

@@ -61,6 +61,11 @@ pub struct RunArgs {
     /// costs.
     #[arg(long)]
     stateless: bool,
+    /// Run vigil with `guarantee: exactly_once`: alerts are verified as a
+    /// `read_committed` reader sees them, and no repeat passes, even under
+    /// chaos.
+    #[arg(long)]
+    exactly_once: bool,
     #[command(flatten)]
     chaos: ChaosArgs,
 }
@@ -95,7 +100,7 @@ impl Names {
 
     /// The pipeline file; under chaos, with a short consumer session so a
     /// killed or frozen process's partitions move within seconds.
-    pub fn pipeline(&self, brokers: &str, stateless: bool, chaos: bool) -> anyhow::Result<PathBuf> {
+    pub fn pipeline(&self, brokers: &str, stateless: bool, exactly_once: bool, chaos: bool) -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
         let path = self.dir.join("pipeline.yaml");
         let session = match chaos {
@@ -109,8 +114,14 @@ impl Names {
              rows: {{key: user_id, event_time: created_at, primary_key: [id]}}\n\
              detectors: [{{type: spend_anomaly}}, {{type: velocity_score}}]\n\
              sink: {{alerts: {}, dead_letters: {}}}\n\
-             state: {{enabled: {}}}\n",
-            self.input, self.group, self.alerts, self.dead_letters, !stateless
+             state: {{enabled: {}}}\n\
+             guarantee: {}\n",
+            self.input,
+            self.group,
+            self.alerts,
+            self.dead_letters,
+            !stateless,
+            if exactly_once { "exactly_once" } else { "at_least_once" }
         );
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
@@ -205,7 +216,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let names = Names::new();
     let (input, alerts, dead_letters) = (names.input.as_str(), names.alerts.as_str(), names.dead_letters.as_str());
     kafka::create_topics(&brokers, &[(input, args.partitions), (alerts, args.partitions), (dead_letters, 1)]).await?;
-    let pipeline = names.pipeline(&brokers, args.stateless, args.chaos.enabled())?;
+    let pipeline = names.pipeline(&brokers, args.stateless, args.exactly_once, args.chaos.enabled())?;
 
     let workload = args.workload.workload(args.rate, Some(args.records));
     let mut manifest = Manifest::new(Target::Kafka, input, &workload, args.workload.schemaless);
@@ -252,7 +263,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if !args.keep_topics {
         kafka::delete_topics(&brokers, &[input, &names.alerts, dead_letters, &names.changelog()]).await;
     }
-    let passed = v.passed(fleet.disrupted()).and_then(|()| fleet.check_disrupted());
+    // At-least-once may repeat an alert (same id) after a disruption;
+    // exactly-once never.
+    let repeats_allowed = fleet.disrupted() && !args.exactly_once;
+    let passed = v.passed(repeats_allowed).and_then(|()| fleet.check_disrupted());
     if let Err(e) = passed {
         bail!("{e} (vigil's log: {})", fleet.logs());
     }
@@ -317,6 +331,7 @@ impl Report<'_> {
             "baseline_after": m.baseline_after.as_ref().map(Baseline::json),
             "baseline_ceiling_per_second": self.ceiling(),
             "vigil": {
+                "guarantee": if self.args.exactly_once { "exactly_once" } else { "at_least_once" },
                 "instances": self.args.chaos.instances,
                 "processes": self.fleet.json(),
                 "records_per_second_sustained": self.sustained(),

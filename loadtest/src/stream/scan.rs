@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, Timestamp};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -82,7 +83,11 @@ pub fn scan(brokers: &str, topic: &str, marks: &Watermarks, keep_values: bool, l
     let consumer: BaseConsumer = kafka::config(brokers)
         .set("group.id", "vigil-loadtest-scan")
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
+        // What transactions committed, as a reader of exactly-once alerts
+        // must read; a partition's last offset may then be a transaction
+        // marker, never handed out, so its end is told by the EOF.
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
         .create()?;
     let mut tpl = TopicPartitionList::new();
     // Partitions still to read, with the offset after their last record.
@@ -107,6 +112,10 @@ pub fn scan(brokers: &str, topic: &str, marks: &Watermarks, keep_values: bool, l
         }
         let m = match consumer.poll(Duration::from_millis(500)) {
             Some(Ok(m)) => m,
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                pending.remove(&p);
+                continue;
+            }
             Some(Err(e)) => bail!("reading {topic}: {e}"),
             None => continue,
         };

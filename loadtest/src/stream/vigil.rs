@@ -37,14 +37,16 @@ pub struct Vigil {
 }
 
 impl Vigil {
-    pub fn start(binary: &Path, pipeline: &Path, log: &Path) -> anyhow::Result<Vigil> {
+    /// Starts `vigil run PIPELINE` as the instance `instance` (what names
+    /// its exactly-once transactions), its output into `log`.
+    pub fn start(binary: &Path, pipeline: &Path, log: &Path, instance: &str) -> anyhow::Result<Vigil> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let metrics = format!("127.0.0.1:{port}");
         let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let child = Command::new(binary)
             .arg("run")
             .arg(pipeline)
-            .args(["--metrics-addr", &metrics])
+            .args(["--metrics-addr", &metrics, "--instance", instance])
             .env("RUST_LOG", std::env::var("VIGIL_LOG").unwrap_or_else(|_| DEFAULT_LOG.to_owned()))
             .stdout(out.try_clone()?)
             .stderr(out)

@@ -43,6 +43,9 @@ pub struct Pipeline {
     pub sink: SinkConfig,
     /// `state`: where the detectors' state is kept, and for how long.
     pub state: StateConfig,
+    /// `guarantee`: what a failure may do to the alerts. Default
+    /// `at_least_once`.
+    pub guarantee: Guarantee,
 }
 
 impl Pipeline {
@@ -100,6 +103,31 @@ impl fmt::Debug for SourceConfig {
             .field("start_from", &self.start_from)
             .field("properties", &secret::DebugProperties(&self.properties))
             .finish()
+    }
+}
+
+/// What a failure (a crash, a rebalance, a broker away) may do to a
+/// pipeline's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Guarantee {
+    /// `at_least_once`: every due alert is sent; after a failure some are
+    /// sent again, with the same `id`.
+    #[default]
+    AtLeastOnce,
+    /// `exactly_once`: alerts, dead letters, state and source offsets are
+    /// written in Kafka transactions; a `read_committed` reader sees each
+    /// due alert once.
+    ExactlyOnce,
+}
+
+impl Guarantee {
+    /// As written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Guarantee::AtLeastOnce => "at_least_once",
+            Guarantee::ExactlyOnce => "exactly_once",
+        }
     }
 }
 
@@ -383,11 +411,24 @@ pub struct SinkConfig {
     /// (broker away) before the pipeline stops rather than commit past it.
     /// Default `2m`; ≥ 1s.
     pub delivery_timeout: Duration,
+    /// `transaction_timeout` (exactly-once): how long a transaction may stay
+    /// open before the broker aborts it; what a crashed process that does
+    /// not come back holds `read_committed` readers up for. Default: the
+    /// delivery timeout; at least the delivery timeout (librdkafka refuses
+    /// a delivery that may outlast its transaction).
+    pub transaction_timeout: Duration,
+    /// `transaction_interval` (exactly-once): how often the open
+    /// transaction is committed, and so how long a `read_committed`
+    /// reader may wait for an alert beyond its sending. Default `100ms`;
+    /// ≥ 10ms and below the transaction timeout.
+    pub transaction_interval: Duration,
 }
 
 impl SinkConfig {
     /// The default `delivery_timeout`.
     pub const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
+    /// The default `transaction_interval`.
+    pub const DEFAULT_TRANSACTION_INTERVAL: Duration = Duration::from_millis(100);
 }
 
 /// `state:`: the detectors' per-user state, kept in Kafka so that it

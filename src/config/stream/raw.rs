@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::{DecimalHandling, SchemaMode, StartFrom};
+use super::{DecimalHandling, Guarantee, SchemaMode, StartFrom};
 use crate::config::spanned::S;
 use crate::row::Op;
 
@@ -44,6 +44,8 @@ pub(in crate::config) struct RawPipeline {
     pub sink: S<RawSink>,
     /// Durable detector state. Default: on, with the default changelog.
     pub state: Option<S<RawState>>,
+    /// `at_least_once` | `exactly_once`. Default `at_least_once`.
+    pub guarantee: Option<S<Guarantee>>,
 }
 
 /// `source:`
@@ -195,6 +197,12 @@ pub(in crate::config) struct RawSink {
     /// How long a delivery may be retried before the pipeline stops.
     /// Default `2m`.
     pub delivery_timeout: Option<S<String>>,
+    /// How long a transaction may stay open (exactly-once). Default: the
+    /// delivery timeout.
+    pub transaction_timeout: Option<S<String>>,
+    /// How often a transaction is committed (exactly-once). Default
+    /// `100ms`.
+    pub transaction_interval: Option<S<String>>,
 }
 
 /// `state:`

@@ -774,3 +774,39 @@ fn state_rules() {
         assert!(all.iter().any(|p| p.line == Some(16) && p.message.contains(says)), "{all:#?}");
     }
 }
+
+#[test]
+fn at_least_once_is_the_default_guarantee() {
+    let p = ok(BASE);
+    assert_eq!(p.guarantee, Guarantee::AtLeastOnce);
+    assert_eq!(p.sink.transaction_timeout, p.sink.delivery_timeout, "the transaction timeout follows the delivery's");
+    assert_eq!(p.sink.transaction_interval, Duration::from_millis(100));
+}
+
+#[test]
+fn exactly_once_rules() {
+    let eos = |sink: &str| format!("{BASE}{sink}guarantee: exactly_once\n");
+    let p = ok(&eos("  delivery_timeout: 30s\n  transaction_timeout: 1m\n  transaction_interval: 250ms\n"));
+    assert_eq!(p.guarantee, Guarantee::ExactlyOnce);
+    assert_eq!(
+        (p.sink.delivery_timeout, p.sink.transaction_timeout, p.sink.transaction_interval),
+        (Duration::from_secs(30), Duration::from_secs(60), Duration::from_millis(250))
+    );
+    assert_eq!(ok(&eos("  delivery_timeout: 45s\n")).sink.transaction_timeout, Duration::from_secs(45));
+
+    let p = problem_at(&eos("  transaction_timeout: 1m\n"), "sink.transaction_timeout");
+    assert_eq!(p.message, "must be ≥ sink.delivery_timeout (2m; got 1m): a delivery may not outlast its transaction");
+    assert_eq!(p.line, Some(16), "{p:?}");
+    let p = problem_at(&eos("  transaction_interval: 5ms\n"), "sink.transaction_interval");
+    assert_eq!(p.message, "must be ≥ 10ms (got 5ms)");
+    let p = problem_at(&eos("  delivery_timeout: 5s\n  transaction_interval: 5s\n"), "sink.transaction_interval");
+    assert_eq!(p.message, "must be below sink.transaction_timeout (5s; got 5s)");
+
+    let p = problem_at(&format!("{BASE}guarantee: exactly_once\nstate: {{enabled: false}}\n"), "guarantee");
+    assert!(p.message.starts_with("exactly_once needs the detectors' state in its changelog"), "{p:?}");
+    let p = problem_at(&format!("{BASE}  transaction_interval: 50ms\n"), "sink.transaction_interval");
+    assert_eq!(p.message, "applies only with guarantee: exactly_once");
+    // A misspelling is the parser's, located on its line.
+    let all = problems(&format!("{BASE}guarantee: exactly-once\n"));
+    assert!(all.iter().any(|p| p.line == Some(16) && p.message.contains("exactly_once")), "{all:#?}");
+}

@@ -21,14 +21,15 @@ use super::raw::{
     RawVelocity,
 };
 use super::{
-    DecimalHandling, DetectorConfig, DetectorKind, EventTime, FormatConfig, HighAmountRule, Pipeline, RowsConfig,
-    SchemaMode, SinkConfig, SourceConfig, SpendAnomalyConfig, StateConfig, VelocityRule, VelocityScoreConfig,
+    DecimalHandling, DetectorConfig, DetectorKind, EventTime, FormatConfig, Guarantee, HighAmountRule, Pipeline,
+    RowsConfig, SchemaMode, SinkConfig, SourceConfig, SpendAnomalyConfig, StateConfig, VelocityRule,
+    VelocityScoreConfig,
 };
-use crate::config::decimal;
 use crate::config::interpolate::ColumnMap;
 use crate::config::spanned::S;
 use crate::config::validator::{key_path, Validator};
 use crate::config::Problem;
+use crate::config::{decimal, duration};
 use crate::row::Op;
 
 /// librdkafka properties vigil sets itself, with what to do instead.
@@ -60,8 +61,18 @@ pub(in crate::config) fn validate(
     let rows = v.rows(raw.rows);
     let detectors = v.detectors(raw.detectors);
     let format = v.format(raw.format, &detectors);
+    // Where the transaction settings were written: they mean something
+    // only with exactly-once.
+    let transaction_settings: Vec<(&str, Location)> = [
+        ("sink.transaction_timeout", &raw.sink.value.transaction_timeout),
+        ("sink.transaction_interval", &raw.sink.value.transaction_interval),
+    ]
+    .into_iter()
+    .filter_map(|(path, text)| text.as_ref().map(|t| (path, t.referenced)))
+    .collect();
     let sink = v.sink(raw.sink, &source.topics);
     let state = v.state(raw.state, &name, &source.topics, &sink);
+    let guarantee = v.guarantee(raw.guarantee, &state, &transaction_settings);
 
     let mut problems = v.problems;
     if !problems.is_empty() {
@@ -69,7 +80,7 @@ pub(in crate::config) fn validate(
         problems.sort_by_key(|p| (p.line.is_none(), p.line, p.column));
         return Err(problems);
     }
-    Ok(Pipeline { name, file, source, format, rows, detectors, sink, state })
+    Ok(Pipeline { name, file, source, format, rows, detectors, sink, state, guarantee })
 }
 
 impl Validator<'_> {
@@ -569,22 +580,91 @@ impl Validator<'_> {
             }
         }
         let default = SinkConfig::DEFAULT_DELIVERY_TIMEOUT;
-        let delivery_timeout = match &raw.delivery_timeout {
-            Some(text) => match self.duration("sink.delivery_timeout", text) {
-                Some(d) if d < Duration::from_secs(1) => {
+        let delivery_timeout =
+            self.at_least("sink.delivery_timeout", raw.delivery_timeout.as_ref(), Duration::from_secs(1), default);
+        let transaction_timeout = match &raw.transaction_timeout {
+            Some(text) => {
+                let timeout =
+                    self.at_least("sink.transaction_timeout", Some(text), Duration::from_secs(1), delivery_timeout);
+                if timeout < delivery_timeout {
                     self.report(
                         &text.referenced,
-                        "sink.delivery_timeout",
-                        format!("must be ≥ 1s (got {})", text.value),
+                        "sink.transaction_timeout",
+                        format!(
+                            "must be ≥ sink.delivery_timeout ({}; got {}): a delivery may not outlast its transaction",
+                            duration::display(delivery_timeout),
+                            text.value
+                        ),
                     );
-                    default
                 }
-                Some(d) => d,
-                None => default,
-            },
-            None => default,
+                timeout
+            }
+            None => delivery_timeout,
         };
-        SinkConfig { alerts, dead_letters, delivery_timeout }
+        let transaction_interval = self.at_least(
+            "sink.transaction_interval",
+            raw.transaction_interval.as_ref(),
+            Duration::from_millis(10),
+            SinkConfig::DEFAULT_TRANSACTION_INTERVAL,
+        );
+        if let Some(text) = &raw.transaction_interval {
+            if transaction_interval >= transaction_timeout {
+                self.report(
+                    &text.referenced,
+                    "sink.transaction_interval",
+                    format!(
+                        "must be below sink.transaction_timeout ({}; got {})",
+                        duration::display(transaction_timeout),
+                        text.value
+                    ),
+                );
+            }
+        }
+        SinkConfig { alerts, dead_letters, delivery_timeout, transaction_timeout, transaction_interval }
+    }
+
+    /// The duration at `path`, reported when below `min`; `default` when
+    /// absent or bad.
+    fn at_least(&mut self, path: &str, text: Option<&S<String>>, min: Duration, default: Duration) -> Duration {
+        let Some(text) = text else { return default };
+        match self.duration(path, text) {
+            Some(d) if d < min => {
+                self.report(
+                    &text.referenced,
+                    path,
+                    format!("must be ≥ {} (got {})", duration::display(min), text.value),
+                );
+                default
+            }
+            Some(d) => d,
+            None => default,
+        }
+    }
+
+    /// `guarantee`; exactly-once needs the state kept in the changelog,
+    /// where a transaction can hold it with the alerts.
+    fn guarantee(
+        &mut self,
+        raw: Option<S<Guarantee>>,
+        state: &StateConfig,
+        transaction_settings: &[(&str, Location)],
+    ) -> Guarantee {
+        let guarantee = raw.as_ref().map(|r| r.value).unwrap_or_default();
+        if guarantee != Guarantee::ExactlyOnce {
+            for (path, at) in transaction_settings {
+                self.report(at, *path, "applies only with guarantee: exactly_once");
+            }
+        }
+        let Some(raw) = raw else { return guarantee };
+        if raw.value == Guarantee::ExactlyOnce && !state.enabled {
+            self.report(
+                &raw.referenced,
+                "guarantee",
+                "exactly_once needs the detectors' state in its changelog (state.enabled: true): \
+                 state kept in memory only is lost on a restart, and the alerts after it would differ",
+            );
+        }
+        raw.value
     }
 }
 
