@@ -30,7 +30,7 @@ async fn a_process_killed_mid_stream_and_started_again_changes_no_alert() {
     let _one = ONE_AT_A_TIME.lock().await;
     let s = Scenario::new("kill", 150, 4_000, "").await;
     s.produce(0..2_000, 20_000).await;
-    let mut a = Vigil::start(&s.file, "a");
+    let mut a = s.start("a");
     let writer = s.write_second_half();
     s.wait_rows(&[&a], 2_600.0);
     let mut again = s.crash_and_recover(&mut a, writer).await;
@@ -42,17 +42,7 @@ async fn a_process_killed_mid_stream_and_started_again_changes_no_alert() {
 async fn a_process_joining_mid_stream_changes_no_alert() {
     let _one = ONE_AT_A_TIME.lock().await;
     let s = Scenario::new("join", 150, 4_000, "").await;
-    s.produce(0..2_000, 20_000).await;
-    let a = Vigil::start(&s.file, "a");
-    let writer = s.write_second_half();
-    s.wait_rows(&[&a], 2_400.0);
-    let b = Vigil::start(&s.file, "b");
-    let shared = eventually(Duration::from_secs(60), || b.metric(ASSIGNED) > 0.0);
-    assert!(shared, "the joining process takes partitions:\n{}", b.log());
-    writer.await.expect("writer");
-    s.wait_committed(&[&a, &b]);
-    assert!(restored_users(&b.log()) > 0, "the joining process restored users:\n{}", b.log());
-    s.check_alerts(&s.due(), &[&a, &b]);
+    s.joining_mid_stream().await;
     s.delete_topics().await;
 }
 
@@ -60,14 +50,7 @@ async fn a_process_joining_mid_stream_changes_no_alert() {
 async fn one_of_two_processes_leaving_mid_stream_changes_no_alert() {
     let _one = ONE_AT_A_TIME.lock().await;
     let s = Scenario::new("leave", 150, 4_000, "").await;
-    s.produce(0..2_000, 20_000).await;
-    let (a, mut b) = s.two_sharing();
-    let writer = s.write_second_half();
-    s.wait_rows(&[&a, &b], 2_400.0);
-    assert!(b.terminate().success(), "B leaves cleanly:\n{}", b.log());
-    writer.await.expect("writer");
-    s.wait_committed(&[&a]);
-    s.check_alerts(&s.due(), &[&a, &b]);
+    s.one_of_two_leaving_mid_stream().await;
     s.delete_topics().await;
 }
 
@@ -94,7 +77,7 @@ async fn a_restart_with_changed_detectors_keeps_what_still_applies() {
     let _one = ONE_AT_A_TIME.lock().await;
     let s = Scenario::new("changed", 150, 4_000, "").await;
     s.produce(0..2_000, 20_000).await;
-    let mut a = Vigil::start(&s.file, "a");
+    let mut a = s.start("a");
     s.wait_committed(&[&a]);
     assert!(a.terminate().success(), "{}", a.log());
     // Restarted with a shorter history and the velocity detector removed.
@@ -124,19 +107,12 @@ async fn a_broker_restart_and_then_a_kill_change_no_alert() {
     let _one = ONE_AT_A_TIME.lock().await;
     let s = Scenario::new("broker", 150, 4_000, "").await;
     s.produce(0..2_000, 20_000).await;
-    let mut a = Vigil::start(&s.file, "a");
+    let mut a = s.start("a");
     let writer = s.write_second_half();
     s.wait_rows(&[&a], 2_400.0);
     // Away longer than the 6 s session: the process may lose its
     // partitions (nothing checkpointed for them) and be given them back.
-    let back = BrokerBack;
-    let stop = stack(&["stop", "kafka"]);
-    assert!(stop.status.success(), "stop kafka:\n{}", text(&stop.stderr));
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let start = stack(&["start", "kafka"]);
-    assert!(start.status.success(), "start kafka:\n{}", text(&start.stderr));
-    drop(back);
-    assert!(a.exited().is_none(), "vigil outlives the broker's restart:\n{}", a.log());
+    s.broker_away(&mut a).await;
     // Then a crash: what the new process restores was written around the
     // restart.
     s.wait_rows(&[&a], 3_200.0);

@@ -76,6 +76,11 @@ fn schemaless_envelopes_verify_too() {
     assert_eq!((&alerts["missing"], &alerts["unexpected"], &alerts["duplicates"]), (&0.into(), &0.into(), &0.into()));
 }
 
+/// Two processes, 300,000 records at 20,000/s, disrupted by a kill, a join
+/// and a leave.
+const CHAOS: [&str; 10] =
+    ["--records", "300000", "--rate", "20000", "--instances", "2", "--chaos", "kill,join,leave", "--disruptions", "3"];
+
 /// Chaos: two processes of one group, a kill (and restart), a join and a
 /// leave at seeded moments while records come at a steady rate. Every due
 /// alert arrives and nothing else; a repeat (at-least-once, after the
@@ -83,19 +88,7 @@ fn schemaless_envelopes_verify_too() {
 #[test]
 fn a_group_disrupted_mid_run_by_a_kill_a_join_and_a_leave_misses_no_alert() {
     let report = std::env::temp_dir().join(format!("vigil-loadtest-ci-chaos-{}.json", std::process::id()));
-    let args = [
-        "--records",
-        "300000",
-        "--rate",
-        "20000",
-        "--instances",
-        "2",
-        "--chaos",
-        "kill,join,leave",
-        "--disruptions",
-        "3",
-    ];
-    let r = run(&args, None, &report);
+    let r = run(&CHAOS, None, &report);
     let processes = &r["vigil"]["processes"];
     let events = processes["chaos"]["events"].as_array().expect("the disruptions");
     let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
@@ -118,20 +111,7 @@ fn a_group_disrupted_mid_run_by_a_kill_a_join_and_a_leave_misses_no_alert() {
 #[test]
 fn an_exactly_once_group_disrupted_mid_run_sends_each_alert_once() {
     let report = std::env::temp_dir().join(format!("vigil-loadtest-ci-eos-{}.json", std::process::id()));
-    let args = [
-        "--records",
-        "300000",
-        "--rate",
-        "20000",
-        "--instances",
-        "2",
-        "--chaos",
-        "kill,join,leave",
-        "--disruptions",
-        "3",
-        "--exactly-once",
-    ];
-    let r = run(&args, None, &report);
+    let r = run(&[&CHAOS[..], &["--exactly-once"]].concat(), None, &report);
     assert_eq!(r["vigil"]["guarantee"], "exactly_once", "{}", r["vigil"]);
     let events = r["vigil"]["processes"]["chaos"]["events"].as_array().expect("the disruptions");
     assert_eq!(events.len(), 3, "{events:?}");

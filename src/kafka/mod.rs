@@ -142,6 +142,11 @@ pub fn create<C: ClientContext, T: FromClientConfigAndContext<C>>(
 /// The producer of alerts, dead letters and batch results.
 pub type DurableProducer = FutureProducer<LoggedContext>;
 
+/// Offsets as a log line shows them: `topic/partition@offset`.
+pub fn commit_list(tpl: &rdkafka::TopicPartitionList) -> Vec<String> {
+    tpl.elements().iter().map(|e| format!("{}/{}@{:?}", e.topic(), e.partition(), e.offset())).collect()
+}
+
 /// Why a record of `producer` was not delivered: `error`, or, when the
 /// producer failed for good (fenced by another process of the same
 /// transactional id), that failure, which the records' own errors

@@ -23,8 +23,9 @@ use super::batch::{BufferPool, RecordBatch};
 use super::partition::{Control, Drain, PartitionActor, PartitionSetup};
 use super::records::RecordsQueue;
 use super::series::{PartitionSeries, Rebalance, SourceSeries};
-use super::transaction::Transactions;
+use super::transaction::{Assigned, Transactions};
 use super::SourceParts;
+use crate::kafka::commit_list;
 use crate::kafka::log::ErrorLog;
 use crate::stage::placement;
 
@@ -232,10 +233,11 @@ impl SourceContext {
         }
         if let Some(transactions) = &self.transactions {
             let Ok(mut transactions) = transactions.lock() else { return };
+            let staying = self.assigned();
             let done = if lost {
-                transactions.lost(self, leaving).map(|()| false)
+                transactions.lost(&staying, leaving).map(|()| false)
             } else {
-                transactions.commit(consumer, commit)
+                transactions.commit(consumer, &staying, commit)
             };
             transactions.forget(leaving);
             match done {
@@ -267,13 +269,17 @@ impl SourceContext {
         let _ = self.parts.fatal.send(format!("{}: {reason}", self.name));
     }
 
+    /// The partitions assigned and their actors.
+    pub(super) fn assigned(&self) -> Vec<Assigned> {
+        match self.state.lock() {
+            Ok(state) => state.partitions.iter().map(|(key, slot)| (key.clone(), slot.actor.clone())).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     fn report_assigned(&self) {
         if let Ok(state) = self.state.lock() {
             self.series.assigned.set(state.partitions.len() as f64);
         }
     }
-}
-
-pub(super) fn commit_list(tpl: &TopicPartitionList) -> Vec<String> {
-    tpl.elements().iter().map(|e| format!("{}/{}@{:?}", e.topic(), e.partition(), e.offset())).collect()
 }

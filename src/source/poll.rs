@@ -22,9 +22,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
 use super::batch::RecordBatch;
-use super::consumer::{commit_list, PartitionSlot, SourceContext, State};
+use super::consumer::{PartitionSlot, SourceContext, State};
 use super::partition::{self, Control};
 use super::records::{Fetched, RecordsQueue};
+use crate::kafka::commit_list;
 
 /// Records per batch handed to a partition actor, at most.
 const MAX_BATCH_RECORDS: usize = 2_000;
@@ -52,7 +53,7 @@ pub(super) fn poll_loop(
             apply_control(&consumer, request);
         }
         if let Some(transactions) = &ctx.transactions {
-            let ticked = transactions.lock().map(|mut t| t.tick(&consumer));
+            let ticked = transactions.lock().map(|mut t| t.tick(&*consumer, || ctx.assigned()));
             if let Ok(Err(e)) = ticked {
                 ctx.failed(&e.to_string());
                 break;

@@ -24,15 +24,19 @@ use std::collections::HashMap;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use actix::Addr;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaError};
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
-use super::consumer::{commit_list, SourceContext};
-use super::partition::{Abort, Seal, Unseal};
+use super::partition::{Abort, PartitionActor, Seal, Unseal};
+use crate::kafka::commit_list;
 use crate::kafka::DurableProducer;
+
+/// A partition assigned to this process, and its actor.
+pub(super) type Assigned = ((Arc<str>, i32), Addr<PartitionActor>);
 
 /// How long one call into the transaction API may block before it is
 /// tried again (a timeout is retriable: the call resumes where it was).
@@ -40,6 +44,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The transaction of a pipeline's process, driven by its poll thread.
 pub struct Transactions {
+    pipeline: String,
     producer: DurableProducer,
     interval: Duration,
     /// How long sealed partitions may take to have their work acknowledged.
@@ -121,6 +126,7 @@ impl Transactions {
         producer.begin_transaction().map_err(TransactionError::Fatal)?;
         info!(pipeline, "transactions initialised");
         Ok(Transactions {
+            pipeline: pipeline.to_owned(),
             producer,
             interval,
             seal_timeout,
@@ -130,26 +136,31 @@ impl Transactions {
         })
     }
 
-    /// Commits when the interval has passed.
-    pub(super) fn tick(&mut self, consumer: &BaseConsumer<SourceContext>) -> Result<(), TransactionError> {
+    /// Commits when the interval has passed, over the partitions
+    /// `assigned` gives.
+    pub(super) fn tick<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        assigned: impl FnOnce() -> Vec<Assigned>,
+    ) -> Result<(), TransactionError> {
         if self.last_commit.elapsed() < self.interval {
             return Ok(());
         }
-        self.commit(consumer, TopicPartitionList::new()).map(|_| ())
+        self.commit(consumer, &assigned(), TopicPartitionList::new()).map(|_| ())
     }
 
     /// Seals every assigned partition, commits the transaction with their
     /// offsets and `drained`'s (partitions already drained, leaving), and
     /// unseals them; on an abort, rewinds them all. Whether it committed.
-    pub(super) fn commit(
+    pub(super) fn commit<C: ConsumerContext>(
         &mut self,
-        consumer: &BaseConsumer<SourceContext>,
+        consumer: &BaseConsumer<C>,
+        partitions: &[Assigned],
         mut drained: TopicPartitionList,
     ) -> Result<bool, TransactionError> {
         self.last_commit = Instant::now();
-        let ctx = consumer.context();
         let started = Instant::now();
-        let offsets = self.seal(ctx)?;
+        let offsets = self.seal(partitions)?;
         for (topic, partition, next) in &offsets {
             let _ = drained.add_partition_offset(topic, *partition, Offset::Offset(*next));
         }
@@ -162,15 +173,15 @@ impl Transactions {
                 }
                 self.series.committed(started.elapsed());
                 if drained.count() > 0 {
-                    debug!(pipeline = %ctx.name, offsets = ?commit_list(&drained), "transaction committed");
+                    debug!(pipeline = %self.pipeline, offsets = ?commit_list(&drained), "transaction committed");
                 }
-                self.unseal(ctx);
+                self.unseal(partitions);
                 Ok(true)
             }
             Err(e) => match classify(&e) {
                 Failure::Fatal => Err(TransactionError::Fatal(e)),
                 _ => {
-                    self.abort(ctx, &e.to_string());
+                    self.abort(partitions, &e.to_string());
                     Ok(false)
                 }
             },
@@ -179,19 +190,15 @@ impl Transactions {
 
     /// Asks every partition actor to seal; their next offsets (where they
     /// moved since the last commit) once all answered.
-    fn seal(&self, ctx: &SourceContext) -> Result<Vec<(Arc<str>, i32, i64)>, TransactionError> {
-        let waiting: Vec<_> = match ctx.state.lock() {
-            Ok(state) => state
-                .partitions
-                .iter()
-                .map(|((topic, partition), slot)| {
-                    let (reply, answer) = mpsc::channel();
-                    slot.actor.do_send(Seal { reply });
-                    (Arc::clone(topic), *partition, answer)
-                })
-                .collect(),
-            Err(_) => Vec::new(),
-        };
+    fn seal(&self, partitions: &[Assigned]) -> Result<Vec<(Arc<str>, i32, i64)>, TransactionError> {
+        let waiting: Vec<_> = partitions
+            .iter()
+            .map(|((topic, partition), actor)| {
+                let (reply, answer) = mpsc::channel();
+                actor.do_send(Seal { reply });
+                (Arc::clone(topic), *partition, answer)
+            })
+            .collect();
         let deadline = Instant::now() + self.seal_timeout;
         let mut offsets = Vec::new();
         for (topic, partition, answer) in waiting {
@@ -206,12 +213,12 @@ impl Transactions {
         Ok(offsets)
     }
 
-    fn commit_offsets(
+    fn commit_offsets<C: ConsumerContext>(
         &self,
-        consumer: &BaseConsumer<SourceContext>,
+        consumer: &BaseConsumer<C>,
         offsets: &TopicPartitionList,
     ) -> Result<(), KafkaError> {
-        let pipeline = &consumer.context().name;
+        let pipeline = &self.pipeline;
         if offsets.count() > 0 {
             // None only outside a group: no offsets to send then.
             let group =
@@ -224,40 +231,37 @@ impl Transactions {
         self.producer.begin_transaction()
     }
 
-    fn unseal(&self, ctx: &SourceContext) {
-        if let Ok(state) = ctx.state.lock() {
-            for (key, slot) in &state.partitions {
-                slot.actor.do_send(Unseal { committed: self.committed.get(key).copied() });
-            }
+    fn unseal(&self, partitions: &[Assigned]) {
+        for (key, actor) in partitions {
+            actor.do_send(Unseal { committed: self.committed.get(key).copied() });
         }
     }
 
     /// Aborts the transaction and sends every partition back to its last
     /// committed offset, its state restored from the changelog.
-    fn abort(&mut self, ctx: &SourceContext, reason: &str) {
+    fn abort(&mut self, partitions: &[Assigned], reason: &str) {
         self.series.aborted();
-        warn!(pipeline = %ctx.name, reason, "aborting the transaction: every partition goes back to its last commit");
-        let aborted = persist("aborting the transaction", &ctx.name, || self.producer.abort_transaction(CALL_TIMEOUT))
-            .and_then(|()| self.producer.begin_transaction());
+        warn!(pipeline = %self.pipeline, reason, "aborting the transaction: every partition goes back to its last commit");
+        let aborted =
+            persist("aborting the transaction", &self.pipeline, || self.producer.abort_transaction(CALL_TIMEOUT))
+                .and_then(|()| self.producer.begin_transaction());
         if let Err(e) = aborted {
-            error!(pipeline = %ctx.name, error = %e, "the transaction could not be aborted");
+            error!(pipeline = %self.pipeline, error = %e, "the transaction could not be aborted");
         }
-        if let Ok(state) = ctx.state.lock() {
-            for (key, slot) in &state.partitions {
-                slot.actor.do_send(Abort { committed: self.committed.get(key).copied() });
-            }
+        for (key, actor) in partitions {
+            actor.do_send(Abort { committed: self.committed.get(key).copied() });
         }
     }
 
     /// The partitions were lost to another process (and drained): what
     /// the transaction holds for them may not commit, so it is aborted,
     /// once the others are sealed and nothing more can be sent into it.
-    pub(super) fn lost(&mut self, ctx: &SourceContext, partitions: &[(Arc<str>, i32)]) -> Result<(), TransactionError> {
-        for key in partitions {
+    pub(super) fn lost(&mut self, partitions: &[Assigned], lost: &[(Arc<str>, i32)]) -> Result<(), TransactionError> {
+        for key in lost {
             self.committed.remove(key);
         }
-        self.seal(ctx)?;
-        self.abort(ctx, "partitions were lost to another process");
+        self.seal(partitions)?;
+        self.abort(partitions, "partitions were lost to another process");
         Ok(())
     }
 

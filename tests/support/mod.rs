@@ -102,6 +102,21 @@ pub fn end_offsets(topic: &str) -> Result<HashMap<i32, i64>> {
     Ok(ends)
 }
 
+/// Whether an open transaction holds records of `topic`: its end as a
+/// `read_uncommitted` reader sees it lies past its last stable offset,
+/// the end of what a `read_committed` reader sees.
+pub fn open_transaction_on(topic: &str) -> bool {
+    let end = |consumer: BaseConsumer| -> i64 {
+        let parts = partitions(topic, Duration::from_secs(0)).unwrap_or_default();
+        parts
+            .iter()
+            .filter_map(|p| consumer.fetch_watermarks(topic, *p, Duration::from_secs(10)).ok())
+            .map(|w| w.1)
+            .sum()
+    };
+    end(consumer_isolated("read_uncommitted")) > end(consumer())
+}
+
 /// A record as read from Kafka, owned.
 #[derive(Debug, Clone)]
 pub struct Record {

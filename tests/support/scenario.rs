@@ -27,6 +27,9 @@ pub struct Scenario {
     pub group: String,
     pub file: std::path::PathBuf,
     pub txns: Vec<Txn>,
+    /// `guarantee: exactly_once`: alerts are checked as a `read_committed`
+    /// reader sees them, no repeat allowed.
+    pub exactly_once: bool,
 }
 
 impl Scenario {
@@ -57,6 +60,7 @@ impl Scenario {
             alerts,
             dead_letters,
             txns,
+            exactly_once: false,
         };
         let file = scenario.write_pipeline("[{type: spend_anomaly}, {type: velocity_score}]", state);
         Scenario { file, ..scenario }
@@ -118,19 +122,11 @@ impl Scenario {
         );
     }
 
-    /// Reads the alerts and compares them with `due`: none missing, none
-    /// unexpected, repeats only with the same id.
+    /// Reads the alerts (`read_committed`) and compares them with `due`:
+    /// none missing, none unexpected, repeats only with the same id, and
+    /// exactly-once none at all.
     pub fn check_alerts(&self, due: &BTreeSet<Due>, processes: &[&Vigil]) {
-        self.check(due, processes, false);
-    }
-
-    /// As a `read_committed` reader of an exactly-once pipeline sees them:
-    /// each due alert once, nothing else, no repeat at all.
-    pub fn check_alerts_once(&self, due: &BTreeSet<Due>, processes: &[&Vigil]) {
-        self.check(due, processes, true);
-    }
-
-    fn check(&self, due: &BTreeSet<Due>, processes: &[&Vigil], once: bool) {
+        let once = self.exactly_once;
         let alerts = read_settled(&self.alerts, |all| all.len() >= due.len(), Duration::from_secs(3));
         let mut ids: BTreeMap<Due, Vec<String>> = BTreeMap::new();
         for alert in &alerts {
@@ -187,7 +183,12 @@ impl Scenario {
         let text =
             text.replace(&sink, &format!("dead_letters: {}, transaction_interval: {interval}}}", self.dead_letters));
         std::fs::write(&self.file, format!("{text}guarantee: exactly_once\n")).expect("pipeline file written");
-        self
+        Scenario { exactly_once: true, ..self }
+    }
+
+    /// A process of the scenario, its `--instance` its name.
+    pub fn start(&self, name: &str) -> Vigil {
+        Vigil::start_instance(&self.file, name, name)
     }
 
     /// The process has read rows of the second half.
@@ -204,23 +205,66 @@ impl Scenario {
 
     /// Two processes, once both hold partitions.
     pub fn two_sharing(&self) -> (Vigil, Vigil) {
-        let (a, b) = (Vigil::start(&self.file, "a"), Vigil::start(&self.file, "b"));
+        let (a, b) = (self.start("a"), self.start("b"));
         let shared = eventually(Duration::from_secs(60), || a.metric(ASSIGNED) > 0.0 && b.metric(ASSIGNED) > 0.0);
         assert!(shared, "both hold partitions:\nA: {}\nB: {}", a.log(), b.log());
         (a, b)
     }
 
-    /// Kills `a` mid-stream and starts another process in its place, which
+    /// Kills `a` (started as "a") mid-stream and starts another process in
+    /// its place and with its instance name, as a supervisor would, which
     /// restores the state and reads the rest (`writer` writes it): the
     /// alerts over the whole stream are those due.
     pub async fn crash_and_recover(&self, a: &mut Vigil, writer: tokio::task::JoinHandle<()>) -> Vigil {
         a.kill();
-        let again = Vigil::start(&self.file, "again");
+        let again = Vigil::start_instance(&self.file, "again", "a");
         writer.await.expect("writer");
         self.wait_committed(&[&again]);
         assert!(restored_users(&again.log()) > 0, "the new process restored users:\n{}", again.log());
         self.check_alerts(&self.due(), &[a, &again]);
         again
+    }
+
+    /// The first half written, one process reading, a second joining
+    /// while the second half comes: the alerts are those due.
+    pub async fn joining_mid_stream(&self) {
+        self.produce(0..2_000, 20_000).await;
+        let a = self.start("a");
+        let writer = self.write_second_half();
+        self.wait_rows(&[&a], 2_400.0);
+        let b = self.start("b");
+        let shared = eventually(Duration::from_secs(60), || b.metric(ASSIGNED) > 0.0);
+        assert!(shared, "the joining process takes partitions:\n{}", b.log());
+        writer.await.expect("writer");
+        self.wait_committed(&[&a, &b]);
+        assert!(restored_users(&b.log()) > 0, "the joining process restored users:\n{}", b.log());
+        self.check_alerts(&self.due(), &[&a, &b]);
+    }
+
+    /// Two processes sharing the stream, one stopping cleanly while the
+    /// second half comes: the alerts are those due.
+    pub async fn one_of_two_leaving_mid_stream(&self) {
+        self.produce(0..2_000, 20_000).await;
+        let (a, mut b) = self.two_sharing();
+        let writer = self.write_second_half();
+        self.wait_rows(&[&a, &b], 2_400.0);
+        assert!(b.terminate().success(), "B leaves cleanly:\n{}", b.log());
+        writer.await.expect("writer");
+        self.wait_committed(&[&a]);
+        self.check_alerts(&self.due(), &[&a, &b]);
+    }
+
+    /// The broker stopped for 10 s (longer than the 6 s session) while `a`
+    /// reads, and started again; `a` outlives it.
+    pub async fn broker_away(&self, a: &mut Vigil) {
+        let back = BrokerBack;
+        let stop = stack(&["stop", "kafka"]);
+        assert!(stop.status.success(), "stop kafka:\n{}", text(&stop.stderr));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let start = stack(&["start", "kafka"]);
+        assert!(start.status.success(), "start kafka:\n{}", text(&start.stderr));
+        drop(back);
+        assert!(a.exited().is_none(), "vigil outlives the broker's restart:\n{}", a.log());
     }
 
     pub async fn delete_topics(&self) {
