@@ -106,9 +106,10 @@ pub(crate) struct PartitionActor {
     drain_waiters: Vec<mpsc::Sender<Option<i64>>>,
     /// Downstream keeps state: checkpoints, and a restore at start.
     stateful: bool,
-    /// The state is being restored, or (exactly-once) a transaction is
-    /// being committed: batches wait in `held`.
+    /// The state is being restored: batches wait in `held`.
     restoring: bool,
+    /// Exactly-once: a transaction is being committed; batches wait in
+    /// `held` too.
     sealed: bool,
     held: Vec<RecordBatch>,
     /// Exactly-once: the offset the last committed transaction holds.
@@ -489,7 +490,6 @@ impl PartitionActor {
             self.setup.in_flight.fetch_sub(1, Ordering::SeqCst);
             return;
         };
-        self.first_offset.get_or_insert(batch.first_offset().unwrap_or(last_offset));
         let started = Instant::now();
         let decoded = self.decode_batch(&batch);
         self.count(&batch, &decoded);
